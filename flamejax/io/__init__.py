@@ -1,0 +1,2 @@
+"""placeholder"""
+def load_flame(*a, **k): raise NotImplementedError
