@@ -1,2 +1,57 @@
-"""placeholder"""
-def load_flame(*a, **k): raise NotImplementedError
+"""Reading and writing the files of the FLAME ecosystem, safely and without torch or chumpy.
+
+- :func:`load_flame` / :func:`save_flame`: FLAME 2020 / 2023 model files (``.pkl``, ``.npz``)
+  <-> :class:`~flamejax.flame.FlameModel` (:mod:`flamejax.io.flame_file`);
+- :func:`load_landmark_embedding` and the per-format readers/writers: DECA-family
+  ``landmark_embedding.npy``, RingNet's static/dynamic pair, metrical-tracker's MediaPipe
+  ``.npz`` (:mod:`flamejax.io.landmark_files`);
+- :func:`load_masks` / :func:`save_masks`: ``FLAME_masks.pkl`` (:mod:`flamejax.io.masks`).
+
+Pickles are read with an allow-list unpickler (:mod:`flamejax.io.safe_pickle`) that cannot
+run code from the file; torch tensors inside them are decoded without torch
+(:mod:`flamejax.io.torch_pickle`). Every problem with a file raises :class:`FlameFileError`,
+whose message names the file.
+"""
+
+from flamejax.io.errors import FlameFileError
+from flamejax.io.flame_file import FlameArrays, flame_file_dict, load_flame, read_flame_arrays, save_flame
+from flamejax.io.landmark_files import (
+    MediapipeEmbedding,
+    check_embedding,
+    load_deca_embedding,
+    load_landmark_embedding,
+    load_mediapipe_embedding,
+    load_ringnet_embedding,
+    save_deca_embedding,
+    save_mediapipe_embedding,
+    save_ringnet_embedding,
+    with_mediapipe,
+)
+from flamejax.io.masks import load_masks, save_masks
+from flamejax.io.npy import read_npy, read_npy_object, read_npz
+from flamejax.io.safe_pickle import load_pickle
+
+__all__ = [
+    "FlameArrays",
+    "FlameFileError",
+    "MediapipeEmbedding",
+    "check_embedding",
+    "flame_file_dict",
+    "load_deca_embedding",
+    "load_flame",
+    "load_landmark_embedding",
+    "load_masks",
+    "load_mediapipe_embedding",
+    "load_pickle",
+    "load_ringnet_embedding",
+    "read_flame_arrays",
+    "read_npy",
+    "read_npy_object",
+    "read_npz",
+    "save_deca_embedding",
+    "save_flame",
+    "save_masks",
+    "save_mediapipe_embedding",
+    "save_ringnet_embedding",
+    "with_mediapipe",
+]
