@@ -33,10 +33,11 @@ N_POSE_FEATURES = 9 * (N_JOINTS - 1)  # (R_j - I) for every joint but the root
 class FlameModel:
     """Static FLAME data. V vertices, F faces, S shape and E expression components.
 
-    v_template (V, 3); shapedirs (V, 3, S + E): shape components then expression components,
+    v_template (V, 3); shapedirs (S + E, V, 3): shape components then expression components,
     as in FLAME's files (S = ``n_shape`` is static; :attr:`exprdirs` is the expression part);
-    one array so the full forward is a single product; posedirs (V, 3, 36), the pose-corrective
-    offsets per pose feature;
+    posedirs (36, V, 3), the pose-corrective offsets per pose feature. Bases are stored
+    component-major (the files hold (V, 3, K); the loaders transpose) and shape + expression
+    are one array, so a batch of frames is a single row-major matrix product;
     j_regressor (5, V) dense; weights (V, 5) skinning weights; faces (F, 3) int32;
     landmarks: where the 68 (+105 MediaPipe) landmarks sit, or None; masks: region name ->
     int32 vertex ids (FLAME_masks.pkl), possibly empty. ``parents`` is static.
@@ -63,16 +64,16 @@ class FlameModel:
 
     @property
     def identity_dirs(self) -> jnp.ndarray:
-        """(V, 3, S) shape (identity) components."""
+        """(S, V, 3) shape (identity) components."""
         return self.shapedirs[: self.n_shape]
 
     @property
     def exprdirs(self) -> jnp.ndarray:
-        """(V, 3, E) expression components: what Simon-Says calibration changes."""
+        """(E, V, 3) expression components: what Simon-Says calibration changes."""
         return self.shapedirs[self.n_shape:]
 
     def with_exprdirs(self, exprdirs: jnp.ndarray) -> "FlameModel":
-        """The same model with another expression basis (V, 3, E'); differentiable in it."""
+        """The same model with another expression basis (E', V, 3); differentiable in it."""
         return dataclasses.replace(
             self, shapedirs=jnp.concatenate([self.identity_dirs, exprdirs.astype(self.dtype)], 0))
 

@@ -43,7 +43,10 @@ def axis_angle_to_matrix(axis_angle: jnp.ndarray) -> jnp.ndarray:
     safe_sq = jnp.where(small, 1.0, theta_sq)
     theta = jnp.sqrt(safe_sq)
     a = jnp.where(small, 1.0 - theta_sq / 6.0, jnp.sin(theta) / theta)
-    b = jnp.where(small, 0.5 - theta_sq / 24.0, (1.0 - jnp.cos(theta)) / safe_sq)
+    # (1 - cos t) / t^2 written as 0.5 (sin(t/2) / (t/2))^2: the subtraction form loses most
+    # of its digits (and its gradient's) in float32 for t in ~1e-4..1e-2.
+    half = 0.5 * theta
+    b = jnp.where(small, 0.5 - theta_sq / 24.0, 0.5 * (jnp.sin(half) / half) ** 2)
     k = _skew(axis_angle)
     eye = jnp.eye(3, dtype=axis_angle.dtype)
     return eye + a[..., None, None] * k + b[..., None, None] * (k @ k)
@@ -90,7 +93,8 @@ def quaternion_to_axis_angle(quaternion: jnp.ndarray) -> jnp.ndarray:
     s = jnp.sqrt(jnp.where(small, 1.0, s_sq))
     half = jnp.arctan2(s, w)
     # angle / sin(angle/2); near zero it tends to 2 / w.
-    scale = jnp.where(small, 2.0 / w, 2.0 * half / s)
+    # The unused branch must stay finite too (w = 0 at angle pi), or reverse mode yields NaN.
+    scale = jnp.where(small, 2.0 / jnp.where(small, w, 1.0), 2.0 * half / s)
     return xyz * scale[..., None]
 
 
