@@ -173,6 +173,8 @@ def flame2020_pickle(raw: dict, protocol: int = 2) -> bytes:
 
     data = dict(raw)
     for key in ("v_template", "shapedirs", "posedirs", "weights", "J"):
-        data[key] = FakeCh(raw[key])
-    data["J_regressor"] = scipy.sparse.csc_matrix(raw["J_regressor"])
+        if key in data:
+            data[key] = FakeCh(raw[key])
+    if "J_regressor" in data:
+        data["J_regressor"] = scipy.sparse.csc_matrix(raw["J_regressor"])
     return py2_dumps(data, protocol)

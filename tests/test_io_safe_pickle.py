@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import io
 import pickle
 import sys
 import zipfile
@@ -16,6 +15,7 @@ from flamejax.io import FlameFileError, load_pickle, read_npy, read_npy_object, 
 from flamejax.io.npy import write_npy_object
 from flamejax.io.safe_pickle import ChumpyArray, CscMatrixState, loads, to_array
 from flamejax.io.torch_pickle import LEGACY_MAGIC, LEGACY_PROTOCOL
+from flamejax.io.pickle_writer import GlobalRef
 from io_fixtures import Call, FakeCh, dumps, py2_dumps
 
 
@@ -158,6 +158,53 @@ def test_hostile_payload_inside_npy_npz_and_torch_stream_is_refused(tmp_path, na
             read(path)
         assert str(path) in str(err.value)
     assert not marker.exists()
+
+
+def _raw_memory_payloads():
+    """Pickles that would build object arrays over attacker-chosen bytes (pointers) or
+    otherwise inconsistent arrays, using only allow-listed names."""
+    obj, struct_obj = Call("numpy", "dtype", "O"), Call("numpy", "dtype", [("a", "O")])
+    ndarray = GlobalRef("numpy", "ndarray")
+    newobj = (pickle.PROTO + b"\x02" + pickle.GLOBAL + b"numpy\nndarray\n" + pickle.BININT1 + b"\x02"
+              + pickle.TUPLE1 + pickle.SHORT_BINUNICODE + b"\x01O" + pickle.SHORT_BINBYTES + b"\x10"
+              + b"\x01" * 16 + pickle.TUPLE3 + pickle.NEWOBJ + pickle.STOP)
+    state = (1, (2,), obj, False, b"\x01" * 16)
+    return {
+        "call ndarray": dumps(Call("numpy", "ndarray", (2,), obj, b"\x01" * 16), protocol=3),
+        "newobj ndarray": newobj,
+        "copy_reg ndarray": dumps(Call("copy_reg", "_reconstructor", ndarray, ndarray, (2,))),
+        "reconstruct other subtype": dumps(Call("numpy.core.multiarray", "_reconstruct",
+                                                GlobalRef("chumpy.ch", "Ch"), (0,), b"b")),
+        "setstate object bytes": dumps(Call("numpy.core.multiarray", "_reconstruct", ndarray, (0,), b"b",
+                                            state=state), protocol=3),
+        "frombuffer object": dumps(Call("numpy._core.numeric", "_frombuffer", b"\x01" * 16, obj, (2,), "C"),
+                                   protocol=3),
+        "frombuffer structured": dumps(Call("numpy._core.numeric", "_frombuffer", b"\x01" * 8,
+                                            struct_obj, (1,), "C"), protocol=3),
+        "scalar object": dumps(Call("numpy.core.multiarray", "scalar", obj, b"\x01" * 8), protocol=3),
+        "scalar structured": dumps(Call("numpy._core.multiarray", "scalar", struct_obj, b"\x01" * 8),
+                                   protocol=3),
+        "void dtype": dumps(Call("numpy", "dtype", "V8")),
+        # A plain dtype given object fields at far offsets by its BUILD state: with NumPy alone,
+        # filling an array of it writes pointers out of bounds.
+        "dtype fields via state": dumps(Call(
+            "numpy.core.multiarray", "_reconstruct", ndarray, (0,), b"b",
+            state=(1, (2,), Call("numpy", "dtype", "f8", state=(3, "|", None, ("a",),
+                                                                  {"a": (obj, 100000)}, 8, 1, 63)),
+                   False, [(1,), (2,)]))),
+        "dtype itemsize via state": dumps(Call("numpy", "dtype", "U2", state=(3, "<", None, None, None,
+                                                                              1, 1, 8))),
+        "build on a set": dumps(Call("builtins", "set", state={"add": 1})),
+    }
+
+
+@pytest.mark.parametrize("case", list(_raw_memory_payloads()))
+def test_numpy_cannot_be_used_to_forge_arrays(tmp_path, case):
+    path = tmp_path / "forged.pkl"
+    path.write_bytes(_raw_memory_payloads()[case])
+    with pytest.raises(FlameFileError) as err:  # a crash here would be the failure mode
+        load_pickle(path)
+    assert str(path) in str(err.value)
 
 
 def test_codecs_encode_is_restricted_to_latin1():

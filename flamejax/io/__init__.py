@@ -14,7 +14,13 @@ whose message names the file.
 """
 
 from flamejax.io.errors import FlameFileError
-from flamejax.io.flame_file import FlameArrays, flame_file_dict, load_flame, read_flame_arrays, save_flame
+from flamejax.io.flame_file import (
+    FlameArrays,
+    flame_file_dict,
+    load_flame,
+    read_flame_arrays,
+    save_flame,
+)
 from flamejax.io.landmark_files import (
     MediapipeEmbedding,
     check_embedding,

@@ -1,4 +1,9 @@
-"""The one error type of :mod:`flamejax.io`: a file that cannot be read as what it claims to be."""
+"""Errors of :mod:`flamejax.io`.
+
+Users see one type, :class:`FlameFileError`: a file that cannot be read as what it claims to
+be. :class:`UnsafePickleError` is raised inside the unpicklers and reaches users wrapped in a
+FlameFileError by :func:`reading`, which is how every reader attaches the file's name.
+"""
 
 from __future__ import annotations
 
@@ -48,6 +53,8 @@ def reading(path: PathLike, what: str) -> Iterator[None]:
         raise
     except FileNotFoundError:
         raise FlameFileError(path, "no such file") from None
+    except PermissionError:
+        raise FlameFileError(path, "permission denied") from None
     except IsADirectoryError:
         raise FlameFileError(path, f"is a directory, expected a {what} file") from None
     except UnsafePickleError as exc:

@@ -34,12 +34,12 @@ and which make ``save_flame`` -> ``load_flame`` an exact round trip.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pickle
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Optional, Sequence, Union
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -101,7 +101,8 @@ def _read_dict(path: PathLike) -> dict:
     elif suffix == ".npz":
         # np.savez of a dict holding Python objects (e.g. a sparse J_regressor) wraps each in a
         # 0-d object array; unwrap them so both containers look alike from here on.
-        data = {k: (v[()] if v.dtype == object and v.shape == () else v) for k, v in read_npz(path).items()}
+        data = {k: (v[()] if v.dtype == object and v.shape == () else v)
+                for k, v in read_npz(path).items()}
     elif not os.path.exists(path):
         raise FlameFileError(path, "no such file")
     else:
@@ -157,9 +158,10 @@ def _check_kintree(table: np.ndarray, path: PathLike) -> None:
     parents = [int(p) for p in table[0].astype(np.int64)]
     # The root's entry is a "no parent" sentinel: -1, or 2**32 - 1 as FLAME's files store it.
     root_ok = parents[0] < 0 or parents[0] >= N_JOINTS
-    if not root_ok or tuple(parents[1:]) != FLAME_PARENTS[1:] or list(table[1]) != list(range(N_JOINTS)):
-        raise FlameFileError(path, f"'kintree_table' is {table.tolist()}; FLAME's joint tree is "
-                                   f"parents {list(FLAME_PARENTS)} (root, neck, jaw, left eye, right eye)")
+    ids_ok = list(table[1]) == list(range(N_JOINTS))
+    if not root_ok or not ids_ok or tuple(parents[1:]) != FLAME_PARENTS[1:]:
+        raise FlameFileError(path, f"'kintree_table' is {table.tolist()}; FLAME's joint tree is parents "
+                                   f"{list(FLAME_PARENTS)} (root, neck, jaw, left eye, right eye)")
 
 
 def read_flame_arrays(path: PathLike) -> FlameArrays:
@@ -172,7 +174,8 @@ def read_flame_arrays(path: PathLike) -> FlameArrays:
                                    f"(found {sorted(map(str, data))})")
     raw = {k: checks.array(data[k], k, path) for k in REQUIRED_KEYS}
 
-    v_template = checks.real(checks.shape(raw["v_template"], (None, 3), "v_template", path), "v_template", path)
+    v_template = checks.shape(raw["v_template"], (None, 3), "v_template", path)
+    v_template = checks.real(v_template, "v_template", path)
     n_verts = v_template.shape[0]
     hint = f" with V = {n_verts} vertices (from v_template)"
 
@@ -186,40 +189,28 @@ def read_flame_arrays(path: PathLike) -> FlameArrays:
     faces = checks.indices(checks.shape(raw["f"], (None, 3), "f", path), "f", path, n_verts, "vertices")
     _check_kintree(raw["kintree_table"], path)
     columns, n_shape = _component_columns(data, shapedirs.shape[2], path)
-    return FlameArrays(v_template, shapedirs[:, :, columns], posedirs, j_regressor, weights, faces, n_shape)
+    return FlameArrays(v_template, shapedirs[:, :, columns], posedirs, j_regressor, weights, faces,
+                       n_shape)
 
 
 def _landmarks(value: LandmarksArg, n_faces: int, dtype: np.dtype) -> LandmarkEmbedding:
     if isinstance(value, LandmarkEmbedding):
         check_embedding(value, n_faces, "<landmarks argument>")
-        cast = lambda x: None if x is None else jnp.asarray(x, dtype)  # noqa: E731
-        return dataclasses.replace(
-            value, static_bary=cast(value.static_bary), dynamic_bary=cast(value.dynamic_bary),
-            mediapipe_bary=cast(value.mediapipe_bary),
-            static_faces=jnp.asarray(value.static_faces, jnp.int32),
-            dynamic_faces=jnp.asarray(value.dynamic_faces, jnp.int32),
-            mediapipe_faces=None if value.mediapipe_faces is None else jnp.asarray(value.mediapipe_faces, jnp.int32))
+        # Face ids as int32, barycentric weights in the model's dtype, as a loaded file gives.
+        def cast(x):
+            return jnp.asarray(x, dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.int32)
+
+        return jax.tree_util.tree_map(cast, value)
     paths = [value] if isinstance(value, (str, os.PathLike)) else list(value)
     return load_landmark_embedding(*paths, n_faces=n_faces, dtype=dtype)
 
 
-def _mediapipe(value: MediapipeArg, n_faces: int) -> MediapipeEmbedding:
+def _mediapipe(value: MediapipeArg, n_faces: int) -> Union[MediapipeEmbedding, LandmarkEmbedding]:
     if isinstance(value, (str, os.PathLike)):
         return load_mediapipe_embedding(value, n_faces=n_faces)
-    if isinstance(value, LandmarkEmbedding):
-        if value.mediapipe_faces is None:
-            raise ValueError("the mediapipe argument is a LandmarkEmbedding without MediaPipe points")
-        check_embedding(value, n_faces, "<mediapipe argument>")
-        return MediapipeEmbedding(np.asarray(value.mediapipe_faces), np.asarray(value.mediapipe_bary),
-                                  np.zeros(0, np.int64))
-    if isinstance(value, MediapipeEmbedding):
-        source = "<mediapipe argument>"
-        faces = checks.indices(checks.shape(np.asarray(value.faces), (105,), "faces", source),
-                               "faces", source, n_faces, "faces")
-        checks.barycentric(checks.shape(np.asarray(value.bary), (105, 3), "bary", source), "bary", source)
-        return value._replace(faces=faces)
-    raise TypeError(f"mediapipe must be a path, MediapipeEmbedding or LandmarkEmbedding, "
-                    f"got {type(value).__name__}")
+    if isinstance(value, LandmarkEmbedding) and value.mediapipe_faces is None:
+        raise ValueError("the mediapipe argument is a LandmarkEmbedding without MediaPipe points")
+    return check_embedding(value, n_faces, "<mediapipe argument>")
 
 
 def load_flame(path: PathLike, *, n_shape: Optional[int] = None, n_expr: Optional[int] = None,
@@ -287,7 +278,8 @@ def flame_file_dict(model: FlameModel) -> dict[str, Any]:
         raise ValueError(f"FLAME files hold the joint tree {FLAME_PARENTS}; model has {model.parents}")
     n_shape, n_expr = model.n_shape, model.n_expr
     if n_shape > FILE_N_SHAPE:
-        raise ValueError(f"FLAME files hold at most {FILE_N_SHAPE} shape components; model has {n_shape}")
+        raise ValueError(f"FLAME files hold at most {FILE_N_SHAPE} shape components; "
+                         f"model has {n_shape}")
     components = np.asarray(model.shapedirs, np.float64)  # (S + E, V, 3)
     n_verts = components.shape[1]
     padded = np.zeros((FILE_N_SHAPE + max(n_expr, FILE_N_EXPR), n_verts, 3))
@@ -300,7 +292,8 @@ def flame_file_dict(model: FlameModel) -> dict[str, Any]:
         "v_template": v_template,
         "f": np.asarray(model.faces).astype(np.uint32),
         "shapedirs": np.ascontiguousarray(np.transpose(padded, (1, 2, 0))),
-        "posedirs": np.ascontiguousarray(np.transpose(np.asarray(model.posedirs, np.float64), (1, 2, 0))),
+        "posedirs": np.ascontiguousarray(np.transpose(np.asarray(model.posedirs, np.float64),
+                                                      (1, 2, 0))),
         "J_regressor": j_regressor,
         "weights": np.asarray(model.weights, np.float64),
         "kintree_table": kintree,
@@ -325,7 +318,8 @@ def save_flame(model: FlameModel, path: PathLike) -> None:
     """
     suffix = Path(path).suffix.lower()
     if suffix not in PICKLE_SUFFIXES + (".npz",):
-        raise ValueError(f"{os.fspath(path)}: unknown FLAME model extension {suffix!r} (use .pkl or .npz)")
+        raise ValueError(f"{os.fspath(path)}: unknown FLAME model extension {suffix!r} "
+                         "(use .pkl or .npz)")
     data = flame_file_dict(model)
     with open(path, "wb") as fh:
         if suffix == ".npz":

@@ -120,7 +120,8 @@ def _parse(data: dict, path: PathLike, n_faces: Optional[int]) -> _Parts:
             dynamic=_faces_and_bary(data, "dynamic_lmk_faces_idx", "dynamic_lmk_bary_coords",
                                     (N_YAW_BINS, N_CONTOUR), path, n_faces))
     if {"lmk_face_idx", "lmk_b_coords", "landmark_indices"} <= keys:
-        faces, bary = _faces_and_bary(data, "lmk_face_idx", "lmk_b_coords", (N_MEDIAPIPE,), path, n_faces)
+        faces, bary = _faces_and_bary(data, "lmk_face_idx", "lmk_b_coords", (N_MEDIAPIPE,),
+                                      path, n_faces)
         indices = checks.array(data["landmark_indices"], "landmark_indices", path)
         checks.shape(indices, (N_MEDIAPIPE,), "landmark_indices", path)
         return _Parts(mediapipe=MediapipeEmbedding(
@@ -202,30 +203,46 @@ def load_mediapipe_embedding(path: PathLike, *, n_faces: Optional[int] = None) -
     return parts.mediapipe
 
 
-def with_mediapipe(embedding: LandmarkEmbedding, mediapipe: MediapipeEmbedding) -> LandmarkEmbedding:
-    """``embedding`` with ``mediapipe``'s 105 points added (replacing any it had)."""
+def with_mediapipe(embedding: LandmarkEmbedding,
+                   mediapipe: Union[MediapipeEmbedding, LandmarkEmbedding]) -> LandmarkEmbedding:
+    """``embedding`` with the 105 MediaPipe points of ``mediapipe`` (replacing any it had)."""
+    if isinstance(mediapipe, LandmarkEmbedding):
+        if mediapipe.mediapipe_faces is None:
+            raise ValueError("the MediaPipe source is a LandmarkEmbedding without MediaPipe points")
+        faces, bary = mediapipe.mediapipe_faces, mediapipe.mediapipe_bary
+    else:
+        faces, bary = mediapipe.faces, mediapipe.bary
     return dataclasses.replace(
-        embedding,
-        mediapipe_faces=jnp.asarray(mediapipe.faces, jnp.int32),
-        mediapipe_bary=jnp.asarray(np.asarray(mediapipe.bary), embedding.static_bary.dtype))
+        embedding, mediapipe_faces=jnp.asarray(np.asarray(faces), jnp.int32),
+        mediapipe_bary=jnp.asarray(np.asarray(bary), embedding.static_bary.dtype))
 
 
-def check_embedding(embedding: LandmarkEmbedding, n_faces: Optional[int],
-                    source: PathLike = "<landmark embedding>") -> LandmarkEmbedding:
-    """Validate an in-memory embedding like a file's (shapes, id ranges, barycentric sums)."""
+_EMBEDDING_TABLES = (("static_faces", "static_bary", (N_STATIC,)),
+                     ("dynamic_faces", "dynamic_bary", (N_YAW_BINS, N_CONTOUR)),
+                     ("mediapipe_faces", "mediapipe_bary", (N_MEDIAPIPE,)))
+
+
+def check_embedding(embedding: Union[LandmarkEmbedding, MediapipeEmbedding], n_faces: Optional[int],
+                    source: PathLike = "<landmark embedding>"):
+    """Validate an in-memory embedding like a file's (shapes, id ranges, barycentric sums).
+
+    Returns it unchanged; raises FlameFileError naming ``source`` and the offending field.
+    """
+    if isinstance(embedding, MediapipeEmbedding):
+        data = {"lmk_face_idx": np.asarray(embedding.faces), "lmk_b_coords": np.asarray(embedding.bary),
+                "landmark_indices": np.asarray(embedding.landmark_indices)}
+        _parse(data, source, n_faces)
+        return embedding
     if not isinstance(embedding, LandmarkEmbedding):
         raise FlameFileError(source, f"expected a LandmarkEmbedding, got {type(embedding).__name__}")
-    data = {"static_lmk_faces_idx": np.asarray(embedding.static_faces),
-            "static_lmk_bary_coords": np.asarray(embedding.static_bary),
-            "dynamic_lmk_faces_idx": np.asarray(embedding.dynamic_faces),
-            "dynamic_lmk_bary_coords": np.asarray(embedding.dynamic_bary)}
-    _parse(data, source, n_faces)
-    if (embedding.mediapipe_faces is None) != (embedding.mediapipe_bary is None):
-        raise FlameFileError(source, "has MediaPipe face ids without barycentric weights or vice versa")
-    if embedding.mediapipe_faces is not None:
-        _faces_and_bary({"mediapipe_faces": np.asarray(embedding.mediapipe_faces),
-                         "mediapipe_bary": np.asarray(embedding.mediapipe_bary)},
-                        "mediapipe_faces", "mediapipe_bary", (N_MEDIAPIPE,), source, n_faces)
+    for faces, bary, n in _EMBEDDING_TABLES:
+        present = (getattr(embedding, faces) is not None, getattr(embedding, bary) is not None)
+        if present == (False, False) and faces.startswith("mediapipe"):
+            continue
+        if present != (True, True):
+            raise FlameFileError(source, f"'{faces}' and '{bary}' must both be set")
+        data = {faces: np.asarray(getattr(embedding, faces)), bary: np.asarray(getattr(embedding, bary))}
+        _faces_and_bary(data, faces, bary, n, source, n_faces)
     return embedding
 
 
@@ -280,7 +297,8 @@ def save_mediapipe_embedding(mediapipe: Union[MediapipeEmbedding, LandmarkEmbedd
         if mediapipe.mediapipe_faces is None or landmark_indices is None:
             raise ValueError("need an embedding with MediaPipe points and their landmark_indices")
         mediapipe = MediapipeEmbedding(np.asarray(mediapipe.mediapipe_faces),
-                                       np.asarray(mediapipe.mediapipe_bary), np.asarray(landmark_indices))
+                                       np.asarray(mediapipe.mediapipe_bary),
+                                       np.asarray(landmark_indices))
     with open(path, "wb") as fh:
         np.savez(fh, lmk_face_idx=np.asarray(mediapipe.faces, np.int64),
                  lmk_b_coords=np.asarray(mediapipe.bary, np.float64),

@@ -20,7 +20,8 @@ from flamejax.io.safe_pickle import load_pickle
 PICKLE_PROTOCOL = 4
 
 
-def check_masks(masks: Mapping, source: PathLike, n_vertices: Optional[int] = None) -> dict[str, np.ndarray]:
+def check_masks(masks: Mapping, source: PathLike,
+                n_vertices: Optional[int] = None) -> dict[str, np.ndarray]:
     """Validate a region -> vertex ids mapping; returns int64 NumPy arrays in the same order."""
     if not isinstance(masks, Mapping):
         raise FlameFileError(source, f"expected a dict of region name -> vertex ids, found a "

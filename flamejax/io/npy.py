@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 from numpy.lib import format as npy_format
 
-from flamejax.io.errors import PathLike, reading
+from flamejax.io.errors import FlameFileError, PathLike, reading
 from flamejax.io.pickle_writer import NamedGlobalPickler
 from flamejax.io.safe_pickle import SafeUnpickler
 
@@ -56,10 +56,10 @@ def read_npy(path: PathLike) -> np.ndarray:
 def read_npy_object(path: PathLike) -> Any:
     """The Python object that ``np.save(path, obj)`` stored (a 0-d object array's item)."""
     array = read_npy(path)
-    with reading(path, ".npy file"):
-        if array.dtype != object or array.shape != ():
-            raise ValueError(f"expected np.save of a single object, found an array {array.dtype} {array.shape}")
-        return array[()]
+    if array.dtype != object or array.shape != ():
+        raise FlameFileError(path, f"expected np.save of a single object (e.g. a dict), found an "
+                                   f"array {array.dtype} {array.shape}")
+    return array[()]
 
 
 def read_npz(path: PathLike) -> dict[str, np.ndarray]:

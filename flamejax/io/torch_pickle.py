@@ -133,12 +133,20 @@ def rebuild_tensor(storage, storage_offset, size, stride) -> np.ndarray:
     return rebuild_tensor_v2(storage, storage_offset, size, stride)
 
 
-class _LegacyStreamUnpickler(pickle.Unpickler):
-    """Reads the pickles inside a legacy torch stream: only storage types may be named."""
+class _LegacyStreamUnpickler(pickle._Unpickler):  # noqa: SLF001 - pure Python: BUILD overridable
+    """Reads the pickles inside a legacy torch stream: only storage types may be named, and
+    no object state may be restored (the stream holds only ids, ints, strings and dicts)."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # noqa: SLF001
 
     def __init__(self, file, storages: dict[str, TorchStorage]):
         super().__init__(file, encoding="latin1")
         self._storages = storages
+
+    def _refuse_build(self):
+        raise pickle.UnpicklingError("object state (BUILD) is not allowed in a torch storage stream")
+
+    dispatch[pickle.BUILD[0]] = _refuse_build
 
     def find_class(self, module: str, name: str):
         if module in ("torch", "torch.cuda") and name in STORAGE_DTYPES:
