@@ -248,9 +248,8 @@ def _articulate(v_posed, joints_rest, rotations, weights, faces, embedding, pare
     joints = world_t + translation
     if embedding is None:
         return FlameOutput(vertices, joints, jnp.zeros((0, 3), vertices.dtype), None)
-    head_rotation = rotations[0] @ rotations[1]  # global then neck: decides the visible contour
     return FlameOutput(vertices, joints,
-                       lmk.ibug68(vertices, faces, embedding, head_rotation),
+                       lmk.ibug68(vertices, faces, embedding, rotations[0], rotations[1]),
                        lmk.mediapipe(vertices, faces, embedding))
 
 

@@ -28,6 +28,10 @@ class LandmarkEmbedding:
     static_faces (51,) int32, static_bary (51, 3); dynamic_faces (79, 17) int32,
     dynamic_bary (79, 17, 3): one contour per head-yaw bin; mediapipe_faces (105,) int32 and
     mediapipe_bary (105, 3), or None when no MediaPipe embedding is loaded.
+
+    ``contour_from_neck`` (static) chooses the rotation whose yaw picks the contour: global @ neck
+    (True: DECA, EMOCA, SMIRK, metrical-tracker) or the global rotation alone (False: smplx).
+    The two agree whenever the neck pose is zero.
     """
 
     static_faces: jnp.ndarray
@@ -36,6 +40,7 @@ class LandmarkEmbedding:
     dynamic_bary: jnp.ndarray
     mediapipe_faces: Optional[jnp.ndarray] = None
     mediapipe_bary: Optional[jnp.ndarray] = None
+    contour_from_neck: bool = dataclasses.field(default=True, metadata=dict(static=True))
 
 
 def points_on_faces(vertices: jnp.ndarray, faces: jnp.ndarray, face_ids: jnp.ndarray,
@@ -46,7 +51,7 @@ def points_on_faces(vertices: jnp.ndarray, faces: jnp.ndarray, face_ids: jnp.nda
 
 
 def yaw_bin(head_rotation: jnp.ndarray) -> jnp.ndarray:
-    """Contour bin for a head rotation (3, 3) = R_global @ R_neck: int32 index in [0, 79).
+    """Contour bin for a head rotation (3, 3) (see ``contour_from_neck``): int32 index in [0, 79).
 
     The yaw is the y-Euler angle of the head, in whole degrees, clamped to [-39, 39]; positive
     yaw maps to bins 0..39, negative to 40..78 (the layout of the FLAME dynamic tables).
@@ -59,9 +64,10 @@ def yaw_bin(head_rotation: jnp.ndarray) -> jnp.ndarray:
 
 
 def ibug68(vertices: jnp.ndarray, faces: jnp.ndarray, embedding: LandmarkEmbedding,
-           head_rotation: jnp.ndarray) -> jnp.ndarray:
-    """68 landmarks in iBUG order (contour first). vertices (V, 3), head_rotation (3, 3) -> (68, 3)."""
-    b = yaw_bin(head_rotation)
+           global_rotation: jnp.ndarray, neck_rotation: jnp.ndarray) -> jnp.ndarray:
+    """68 landmarks in iBUG order (contour first). vertices (V, 3), rotations (3, 3) -> (68, 3)."""
+    head = global_rotation @ neck_rotation if embedding.contour_from_neck else global_rotation
+    b = yaw_bin(head)
     contour = points_on_faces(vertices, faces, embedding.dynamic_faces[b], embedding.dynamic_bary[b])
     static = points_on_faces(vertices, faces, embedding.static_faces, embedding.static_bary)
     return jnp.concatenate([contour, static], axis=0)

@@ -40,7 +40,7 @@ def _bary_points(verts, faces, face_ids, bary):
 
 
 def ref_forward(raw, shape=None, expression=None, global_pose=None, neck_pose=None, jaw_pose=None,
-                eye_pose=None, translation=None):
+                eye_pose=None, translation=None, contour_from_neck=True):
     """Plain NumPy float64 FLAME forward. Returns vertices, joints, iBUG-68 landmarks, mediapipe."""
     v_template, shapedirs = raw["v_template"], raw["shapedirs"]
     n_verts = v_template.shape[0]
@@ -88,7 +88,7 @@ def ref_forward(raw, shape=None, expression=None, global_pose=None, neck_pose=No
     posed_joints = np.stack([w[:3, 3] for w in world]) + transl
     # 6. landmarks: contour chosen by the yaw of global @ neck, iBUG order (contour first)
     faces = raw["f"]
-    b = ref_yaw_bin(rots[0] @ rots[1])
+    b = ref_yaw_bin(rots[0] @ rots[1] if contour_from_neck else rots[0])
     contour = _bary_points(verts, faces, raw["dynamic_faces"][b], raw["dynamic_bary"][b])
     static = _bary_points(verts, faces, raw["static_faces"], raw["static_bary"])
     mediapipe = _bary_points(verts, faces, raw["mediapipe_faces"], raw["mediapipe_bary"])
@@ -258,6 +258,22 @@ def test_landmark_contour_follows_head_yaw_across_bins(flame_model, model64, raw
             out = forward(model, to_params(d, dtype))
             np.testing.assert_allclose(np.asarray(out.landmarks, np.float64), ref["landmarks"], atol=atol,
                                        err_msg=f"yaw bin {ref['yaw_bin']}")
+
+
+
+
+def test_contour_from_global_rotation_only_like_smplx(model64, raw_flame):
+    """contour_from_neck=False (smplx's convention) picks the contour by the global yaw alone."""
+    import dataclasses
+
+    emb = dataclasses.replace(model64.landmarks, contour_from_neck=False)
+    model = dataclasses.replace(model64, landmarks=emb)
+    p = dict(global_pose=np.array([0.0, 0.3, 0.0]), neck_pose=np.array([0.0, -0.5, 0.0]))
+    ours = fj.flame_forward(model, to_params(p, jnp.float64))
+    ref = ref_forward(raw_flame, contour_from_neck=False, **p)
+    ref_neck = ref_forward(raw_flame, **p)
+    assert ref["yaw_bin"] != ref_neck["yaw_bin"]
+    np.testing.assert_allclose(np.asarray(ours.landmarks), ref["landmarks"], atol=1e-12)
 
 
 @pytest.mark.parametrize("deg,expected", [(0.2, 0), (-10.3, 10), (-38.8, 39), (-45.0, 39), (-90.0, 39),
