@@ -1,0 +1,1 @@
+"""Hydra entry points. Each is thin: compose config -> typed config -> library call -> write/log."""
