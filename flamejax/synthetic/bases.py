@@ -111,15 +111,19 @@ def _spec_fields(mesh: HeadMesh):
     k0 = spec.knots
     face = {KNOT[n] for n in ("brow", "eye", "cheekbone", "nose_tip", "subnasale", "upper_lip",
                               "mouth", "lower_lip", "chin", "menton")}
-    for row in range(1, k0.shape[0]):
-        for col, std in ((1, 0.0035), (3, 0.0035), (5, 0.004), (0, 0.0025), (2, 0.0025), (4, 0.0025)):
+    # Each table column (depths, widths, heights, squareness) varies by smooth bumps spanning a
+    # few rows: a single row alone would crease the surface across the head.
+    rows = np.arange(k0.shape[0])
+    for centre in range(1, k0.shape[0]):
+        bump = np.exp(-0.5 * ((rows - centre) / 1.5) ** 2)
+        for col, std in ((1, 0.0025), (3, 0.0025), (5, 0.003), (0, 0.002), (2, 0.002), (4, 0.002),
+                         (6, 0.06), (7, 0.06)):
             k = k0.copy()
-            k[row, col] += step
-            add(dataclasses.replace(spec, knots=k), step, std * (1.0 if row in face else 0.8))
-        for col in (6, 7):  # squareness of the cross-sections
-            k = k0.copy()
-            k[row, col] += 1e-3
-            add(dataclasses.replace(spec, knots=k), 1e-3, 0.08)
+            h = step if col < 6 else 1e-3
+            # Near the crown pole, changes shrink with the rows' size (the top stays a dome).
+            taper = k0[:, col] / k0[:, col].max() if col in (1, 3, 5) else np.clip((rows - 1) / 2.0, 0, 1)
+            k[:, col] += h * bump * taper
+            add(dataclasses.replace(spec, knots=k), h, std * (1.0 if centre in face else 0.8))
     for name, rel in (("nose_height", 0.15), ("nose_width", 0.12), ("nose_bridge_width", 0.15),
                       ("lip_upper", 0.2), ("lip_lower", 0.2), ("chin", 0.3), ("brow", 0.3),
                       ("cheekbone", 0.3), ("ear_height", 0.12), ("ear_out", 0.2),
@@ -236,7 +240,7 @@ def expression_atoms(mesh: HeadMesh, weights: np.ndarray, joints: np.ndarray,
         add(f"upper_lip_raise_{side}", local([s * 0.011, y_mouth + 0.006, 0.095], [0.012, 0.008, 0.03], [0, 0.005, 0.002], upper))
         add(f"lower_lip_depress_{side}", local([s * 0.011, y_mouth - 0.008, 0.09], [0.012, 0.009, 0.03], [0, -0.005, 0.001], lower))
         add(f"mouth_shift_{side}", local([0, y_mouth, 0.09], [0.022, 0.014, 0.03], [s * 0.006, 0, 0]))
-        add(f"jaw_shift_{side}", weights[:, rigging.JAW, None] * np.array([s * 0.004, 0.0, 0.0]))
+        add(f"jaw_shift_{side}", weights[:, rigging.JAW, None] * np.array([s * 0.0025, 0.0, 0.0]))
     seam = 1.0 - np.exp(-0.5 * ((p[:, 1] - y_mouth) / 0.003) ** 2)   # 0 on the lip line
     lips = window(p, [0, y_mouth, 0.09], [0.022, 0.011, 0.03])
     add("lips_part", opened(mouth_up=0.0025, mouth_down=0.0035))
@@ -248,41 +252,49 @@ def expression_atoms(mesh: HeadMesh, weights: np.ndarray, joints: np.ndarray,
     add("forehead_raise", local([0, y_eye + 0.05, 0.09], [0.035, 0.016, 0.04], [0, 0.004, 0]))
     add("jaw_thrust", weights[:, rigging.JAW, None] * np.array([0.0, 0.0, 0.004]))
     # A small jaw drop folded into the expression space, as FLAME's expression modes have.
-    a = 0.12
+    a = 0.09
     rot = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
     rel = p - joints[rigging.JAW]
     add("jaw_drop", weights[:, rigging.JAW, None] * (rel @ rot.T - rel))
     neck = smoothstep(np.nan_to_num(mesh.uv0[:, 0]), mesh.ku[KNOT["submental"]], mesh.ku[KNOT["throat"]]) * (
         np.cos(np.nan_to_num(mesh.uv0[:, 1])) > 0.3)
-    add("neck_tense", neck[:, None] * np.array([0.0, -0.003, 0.002]))
+    add("neck_tense", neck[:, None] * np.array([0.0, -0.002, 0.0015]))
     # Random local bumps on the face: the long tail of the basis.
     face = np.flatnonzero((mesh.part == PART_HEAD) & (np.cos(np.nan_to_num(mesh.uv0[:, 1])) > 0.5)
                           & (p[:, 1] > y_chin - 0.02) & (p[:, 1] < y_eye + 0.06))
     centres = p[rng.choice(face, size=n_random, replace=True)]
     for i in range(n_random):
         sigma = rng.uniform(0.008, 0.02)
-        add(f"random_{i}", local(centres[i], [sigma, sigma, 2 * sigma], rng.normal(0.0, 0.0015, 3)))
+        add(f"random_{i}", local(centres[i], [sigma, sigma, 2 * sigma], rng.normal(0.0, 0.0006, 3)))
     return np.stack(atoms), names
 
 
+# How often each family of atoms fires in the random population (the rest: _P_DEFAULT).
+# Blinks and brows are frequent, the jaw-area atoms rarer (jaw_pose does most of that work).
+_P_ACTIVE = {"blink": 0.25, "brow": 0.11, "lid": 0.18, "lower_lid": 0.18, "nostril": 0.15, "jaw": 0.05,
+             "neck": 0.05, "random": 0.05}
+_P_DEFAULT = 0.08
+
+
 def sparse_activations(names: list[str], n_samples: int, rng: np.random.Generator) -> np.ndarray:
-    """(N, M) random sparse activations: each named atom on with probability ~6% at intensity
-    U(0.2, 1), left/right twins often together; random bumps signed N(0, 1) at ~5%."""
+    """(N, M) random sparse activations: a named atom is on in a few % to 15% of the samples
+    (by family, see _P_ACTIVE) at intensity U(0.3, 1), left/right twins often together; the
+    random bumps are signed, N(0, 1) when on."""
     m = len(names)
     act = np.zeros((n_samples, m))
     for j, name in enumerate(names):
+        family = name.split("_")[0] if not name.startswith("lower_lid") else "lower_lid"
+        on = rng.uniform(size=n_samples) < _P_ACTIVE.get(family, _P_DEFAULT)
         if name.startswith("random_"):
-            on = rng.uniform(size=n_samples) < 0.05
             act[:, j] = on * rng.normal(size=n_samples)
         else:
-            on = rng.uniform(size=n_samples) < 0.06
-            act[:, j] = on * rng.uniform(0.2, 1.0, size=n_samples)
+            act[:, j] = on * rng.uniform(0.3, 1.0, size=n_samples)
     index = {n: j for j, n in enumerate(names)}
     for j, name in enumerate(names):
         if name.endswith("_L") and name[:-2] + "_R" in index and not name.startswith(("mouth_shift", "jaw_shift")):
             twin = index[name[:-2] + "_R"]
-            both = rng.uniform(size=n_samples) < 0.5
-            act[:, twin] = np.where(both & (act[:, j] > 0), act[:, j] * rng.uniform(0.7, 1.3, n_samples), act[:, twin])
+            both = rng.uniform(size=n_samples) < 0.6
+            act[:, twin] = np.where(both & (act[:, j] > 0), act[:, j] * rng.uniform(0.8, 1.2, n_samples), act[:, twin])
     return act
 
 

@@ -252,15 +252,14 @@ def _features(spec: HeadSpec, p: np.ndarray, phi: np.ndarray, ku: np.ndarray,
 
     # Lips: upper and lower vermilion, the philtrum, the labiomental fold, the chin.
     mw = spec.mouth_half_width
-    across = np.clip(1.0 - (ax / (mw * 1.05)) ** 2, 0.0, None) ** 0.8
+    across = np.exp(-(ax / (0.92 * mw)) ** 4)        # full over the lips, smooth past the corners
     dz += spec.lip_upper * across * _gauss(((y - (y_mouth + 0.0040)) / 0.0040) ** 2)
     dz += 0.45 * spec.lip_upper * _gauss((x / 0.009) ** 2 + ((y - (y_mouth + 0.013)) / 0.0065) ** 2)
     dz += spec.lip_lower * across * _gauss(((y - (y_mouth - 0.0050)) / 0.0045) ** 2)
-    dz -= 0.004 * np.clip(1.0 - (ax / (mw * 1.3)) ** 2, 0, None) * _gauss(((y - (y_mouth - 0.017)) / 0.0045) ** 2)
+    dz -= 0.004 * np.exp(-(ax / (1.1 * mw)) ** 4) * _gauss(((y - (y_mouth - 0.017)) / 0.0045) ** 2)
     dz += spec.chin * _gauss((x / 0.017) ** 2 + ((y - y_chin) / 0.011) ** 2)
     # The closed lip seam: a shallow crease exactly at the mouth row (both copies sit on it).
-    dz -= 0.0022 * _gauss(((u - ku[KNOT["mouth"]]) / 0.0018) ** 2) * np.clip(
-        1.0 - (ax / (mw * 1.15)) ** 2, 0, None)
+    dz -= 0.0022 * _gauss(((u - ku[KNOT["mouth"]]) / 0.0018) ** 2) * np.exp(-(ax / mw) ** 4)
     # Eye sockets: a hollow around each eyeball, out of which the lid shell (an ellipsoid hugging
     # the ball) emerges; a smooth maximum of the two leaves a soft lid crease where they meet.
     c = eyeball_centre(spec, ku)

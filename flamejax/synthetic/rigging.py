@@ -70,9 +70,12 @@ def jaw_weight(mesh: HeadMesh) -> np.ndarray:
     # Upper boundary: the lip line, rising over the cheek toward the ear.
     rise = smoothstep(phi, phi_mc, 1.3)
     u_top = u_mouth - (u_mouth - ku[KNOT["nose_tip"]]) * rise
-    soft = 0.003 + 0.012 * rise
+    # Half-width of the blend across the boundary: a hard step along the lips, soft from the
+    # mouth corners outward (otherwise the lip line would continue as a crease in the cheek).
+    soft = 0.003 + 0.013 * smoothstep(phi, 0.5 * phi_mc, 1.8 * phi_mc)
     s = u - u_top
-    s = np.where(mesh.side == SIDE_LOWER, soft, np.where(mesh.side == SIDE_UPPER, -soft, s))
+    on_lips = mesh.cut == CUT_MOUTH          # (the eyes' cuts are no business of the jaw)
+    s = np.where(on_lips & (mesh.side == SIDE_LOWER), soft, np.where(on_lips & (mesh.side == SIDE_UPPER), -soft, s))
     vertical = smoothstep(s, -soft, soft)
     lateral = 1.0 - smoothstep(phi, 1.15, 1.55)
     bottom = 1.0 - smoothstep(u, ku[KNOT["submental"]], ku[KNOT["throat"]] + 0.01)
