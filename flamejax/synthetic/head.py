@@ -51,7 +51,7 @@ class Resolution(NamedTuple):
 
 SIZES = {
     # ~5000 vertices / ~9900 faces: FLAME 2020 has 5023 / 9976.
-    "full": Resolution(rows=70, cols=64, eye_rings=13, eye_segments=24),
+    "full": Resolution(rows=66, cols=68, eye_rings=13, eye_segments=24),
     "small": Resolution(rows=34, cols=30, eye_rings=7, eye_segments=12),
     "tiny": Resolution(rows=22, cols=20, eye_rings=4, eye_segments=8),
 }
@@ -275,14 +275,21 @@ def _features(spec: HeadSpec, p: np.ndarray, phi: np.ndarray, ku: np.ndarray,
     disp = np.zeros_like(p)
     disp[:, 2] = lid - z
 
-    # Ears: an outward bump behind the jaw joint with a hollow (concha) in it.
-    y_ear = y_eye - 0.010
-    z_ear = -0.012 * (k[KNOT["eye"], 3] / 0.078)
+    # Ears: a flap behind the jaw joint, sticking out more toward its back edge, with a rim
+    # (helix) and a hollow (concha); pushed out along the head's radial direction.
+    y0 = y_eye - 0.008
+    z0 = -0.014 * (k[KNOT["eye"], 3] / 0.078)
+    a, b = spec.ear_height, 0.5 * spec.ear_height + 0.002
+    r = np.sqrt(((y - y0) / a) ** 2 + ((z - z0) / b) ** 2)
+    back = np.clip(0.5 + (z0 - z) / (2.0 * b), 0.0, 1.0)           # 0 front edge .. 1 back edge
+    flap = _smoothstep(r, 1.08, 0.62)
+    rim = _gauss(((r - 0.8) / 0.16) ** 2) * _smoothstep(y - y0 + (z0 - z), -0.6 * a, 0.2 * a)
+    concha = _gauss(((y - y0 + 0.005) / 0.010) ** 2 + ((z - z0 - 0.003) / 0.0065) ** 2)
+    bump = spec.ear_out * (flap * (0.25 + 0.75 * back) * 0.75 + 0.35 * rim * (0.3 + 0.7 * back)
+                           - 0.55 * concha * flap)
     side = _smoothstep(np.abs(np.sin(phi)), 0.6, 0.85)
-    e = _gauss(((y - y_ear) / spec.ear_height) ** 2 * 2.0 + ((z - z_ear) / 0.011) ** 2)
-    bump = spec.ear_out * e ** 0.6 - 0.45 * spec.ear_out * _gauss(
-        ((y - y_ear + 0.004) / 0.0085) ** 2 + ((z - z_ear - 0.003) / 0.0055) ** 2)
-    disp[:, 0] += np.sign(x) * side * bump
+    disp[:, 0] += np.sin(phi) * side * bump
+    disp[:, 2] += np.cos(phi) * side * bump
     return disp
 
 
@@ -469,8 +476,8 @@ def build_head(spec: HeadSpec, res: Resolution) -> HeadMesh:
     c_eye = eyeball_centre(spec, ku)
     phi_in = _phi_at_x(spec, u_eye, c_eye[0] - spec.eye_half_width, ku)
     phi_out = _phi_at_x(spec, u_eye, c_eye[0] + spec.eye_half_width, ku)
-    pk = np.array([0.0, phi_in, phi_out, 1.35, np.pi])
-    ccount = _allocate(np.diff(pk) * np.array([2.6, 2.6, 2.2, 0.9]), half, np.array([1, 2, 1, 1]))
+    pk = np.array([0.0, phi_in, phi_out, 1.3, 2.05, np.pi])     # face, eyes, cheeks, ears, back
+    ccount = _allocate(np.diff(pk) * np.array([2.6, 2.6, 2.2, 1.7, 0.6]), half, np.array([1, 2, 1, 1, 1]))
     col_phi_half = _subdivide(pk, ccount)                 # half + 1 values, 0 .. pi
     col_phi = np.concatenate([col_phi_half[:-1], -col_phi_half[1:][::-1]])
     col_phi[half] = np.pi                                 # column j <-> column -j (mod cols)

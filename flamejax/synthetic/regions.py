@@ -54,8 +54,9 @@ def region_masks(mesh: HeadMesh) -> dict[str, np.ndarray]:
     masks["face"] = face
     masks["forehead"] = (phi <= 1.1) & (u >= ku[KNOT["hairline"]]) & (u <= ku[KNOT["brow"]] - 0.008)
     masks["neck"] = neck
-    masks["scalp"] = ~face & ~neck & ~ears & ((u <= ku[KNOT["hairline"]] + 0.004) | (phi >= 1.45)) \
-        & ~((phi < 1.75) & (y < c[1] - 0.04))
+    # Scalp: above the hairline, the back of the head down to the nape, the temples above the ears.
+    masks["scalp"] = ~face & ~neck & ~ears & ((u <= ku[KNOT["hairline"]] + 0.004) | (phi >= 2.0)
+                                              | ((phi >= 1.3) & (y >= c[1] + 0.025)))
     boundary = np.zeros(n_head, bool)
     boundary[mesh.grid[-1]] = True
     masks["boundary"] = boundary
