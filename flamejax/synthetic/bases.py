@@ -25,7 +25,7 @@ from flamejax.synthetic import rigging
 from flamejax.synthetic.fields import (FLIP_X, anchors, head_only, random_smooth_fields,
                                        smoothstep, symmetrize, window)
 from flamejax.synthetic.head import (CUT_MOUTH, KNOT, PART_HEAD, SIDE_LOWER, SIDE_UPPER, HeadMesh,
-                                     Openings, eyeball_centre, neutral_openings)
+                                     eyeball_centre, neutral_openings)
 
 
 def _pca(d: np.ndarray, cov: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,8 +45,10 @@ def _pca(d: np.ndarray, cov: np.ndarray, n_components: int) -> tuple[np.ndarray,
     # Scaled components S V^T = U^T L^T d (rows orthogonal, norms = the stds).
     comps = (l @ u[:, order]).T @ d
     std = np.sqrt(evals[order])
-    big = np.argmax(np.abs(comps), axis=1)
-    comps *= np.sign(comps[np.arange(len(order)), big])[:, None]
+    # Signs: positive against a fixed generic reference vector. (Not "largest entry positive":
+    # in a mirror-symmetric component an entry and its mirror image tie, and rounding would decide.)
+    ref = np.cos(0.7 * np.arange(comps.shape[1]) + 0.3)
+    comps *= np.where(comps @ ref < 0.0, -1.0, 1.0)[:, None]
     return comps, std
 
 
@@ -60,7 +62,7 @@ def pca_basis(fields: np.ndarray, n_components: int, activations: np.ndarray | N
     coefficient 0 is the neutral face). Returns components (n, V, 3), ordered by decreasing
     variance and mutually orthogonal over all 3V coordinates, each scaled by its std (so that
     coefficients ~ N(0, 1) reproduce the samples' second moments), and the stds (n,). Signs are
-    fixed (largest coordinate positive), so results are deterministic.
+    fixed (positive against a fixed reference vector), so results are deterministic.
 
     This is the seam for rebuilding an expression basis from any rig: pass the rig's
     deformation fields and the activations of its controls.

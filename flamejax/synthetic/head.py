@@ -64,9 +64,9 @@ def resolve_size(size) -> Resolution:
             raise ValueError(f"size must be one of {sorted(SIZES)} or a Resolution, got {size!r}")
         return SIZES[size]
     res = Resolution(*size)
-    if res.rows < 18 or res.cols < 16 or res.cols % 2 or res.eye_rings < 2 or res.eye_segments < 6 \
+    if res.rows < 19 or res.cols < 16 or res.cols % 2 or res.eye_rings < 2 or res.eye_segments < 6 \
             or res.eye_segments % 2:
-        raise ValueError(f"resolution too coarse or odd: {res} (need rows>=18, even cols>=16, "
+        raise ValueError(f"resolution too coarse or odd: {res} (need rows>=19, even cols>=16, "
                          "eye_rings>=2, even eye_segments>=6)")
     return res
 
@@ -242,7 +242,7 @@ def _features(spec: HeadSpec, p: np.ndarray, phi: np.ndarray, ku: np.ndarray,
     # Alae (nostril wings) beside and a little above the tip's bottom.
     dz += 0.30 * spec.nose_height * _gauss(((ax - 0.7 * spec.nose_width) / 0.0058) ** 2
                                             + ((y - (y_tip - 0.004)) / 0.0065) ** 2)
-    # Nasolabial region slightly back, cheeks slightly forward.
+    # Cheekbones below the outer eye, and the fuller cheek beside the mouth.
     dz += spec.cheekbone * _gauss(((ax - 0.047) / 0.014) ** 2 + ((y - (y_eye - 0.022)) / 0.012) ** 2)
     dz += 0.5 * spec.cheekbone * _gauss(((ax - 0.040) / 0.012) ** 2 + ((y - (y_mouth + 0.01)) / 0.012) ** 2)
 

@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 
 from flamejax.synthetic.fields import smoothstep
-from flamejax.synthetic.head import KNOT, PART_HEAD, HeadMesh, neutral_openings
+from flamejax.synthetic.head import KNOT, HeadMesh, neutral_openings
 
 MASK_NAMES = ("eye_region", "neck", "left_eyeball", "right_eyeball", "right_ear",
               "right_eye_region", "forehead", "lips", "nose", "scalp", "boundary", "face",
