@@ -83,8 +83,8 @@ def smplx_call(flame, x: dict[str, np.ndarray]):
     def call():
         with torch.no_grad():
             return flame(betas=t["shape"], expression=t["expression"], global_orient=t["global_pose"],
-                         neck_pose=t["neck_pose"], jaw_pose=t["jaw_pose"], eye_pose=t["eye_pose"],
-                         transl=t["translation"])
+                         neck_pose=t["neck_pose"], jaw_pose=t["jaw_pose"], leye_pose=t["eye_pose"][:, :3],
+                         reye_pose=t["eye_pose"][:, 3:], transl=t["translation"])
 
     return call
 
