@@ -6,8 +6,9 @@ and, in the same run on the same model file and inputs, of smplx.FLAME (PyTorch,
     python scripts/bench_flame.py --batches 1 256 --json bench.json
 
 The model is the embedded synthetic head at FLAME's size, written to a FLAME pkl (+ RingNet
-landmark files) that both libraries load. Both compute vertices, joints and the 68 landmarks
-with the yaw-dependent contour. Times are the median over repeats of one compiled call
+landmark files) that both libraries load. Both compute the same outputs: vertices, joints and
+the 68 landmarks with the yaw-dependent contour (``--mediapipe`` adds flamejax's 105 MediaPipe
+points, which smplx does not compute). Times are the median over repeats of one compiled call
 (flamejax) / one forward (smplx) after a warm-up; float32, CPU. smplx is used only when torch and
 smplx are importable (``python3 scripts/dev.py test --compare`` installs them).
 """
@@ -15,6 +16,7 @@ smplx are importable (``python3 scripts/dev.py test --compare`` installs them).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -95,12 +97,18 @@ def main() -> None:
     ap.add_argument("--min-repeats", type=int, default=10)
     ap.add_argument("--min-seconds", type=float, default=1.0)
     ap.add_argument("--no-smplx", action="store_true", help="skip smplx even when installed")
+    ap.add_argument("--mediapipe", action="store_true",
+                    help="flamejax also computes the 105 MediaPipe landmarks (smplx has none)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
     model = fj.synthetic.make_flame(seed=0, size="full")
+    if not args.mediapipe:
+        model = dataclasses.replace(model, landmarks=dataclasses.replace(
+            model.landmarks, mediapipe_faces=None, mediapipe_bary=None))
     print(f"model: synthetic head, {model.n_vertices} vertices, {int(model.faces.shape[0])} faces, "
-          f"{model.n_shape} shape + {model.n_expr} expression components, float32")
+          f"{model.n_shape} shape + {model.n_expr} expression components, float32; landmarks: "
+          f"68{' + 105 MediaPipe' if args.mediapipe else ''}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} "
           f"on {jax.devices()[0].platform}")
 
@@ -157,7 +165,7 @@ def main() -> None:
         print(f"  max |vertex difference| vs smplx in float32: {worst:.2e} m (float64 agreement is a test)")
     if args.json:
         args.json.write_text(json.dumps(dict(rows=rows, machine=platform.machine(), cores=os.cpu_count(),
-                                             jax=jax.__version__), indent=2))
+                                             jax=jax.__version__, mediapipe=args.mediapipe), indent=2))
     tmp.cleanup()
 
 
