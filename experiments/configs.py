@@ -18,7 +18,7 @@ class ModelConfig:
     seed: int = 0
     size: str = "full"
     path: Optional[str] = None
-    landmarks: Optional[str] = None
+    landmarks: Optional[Any] = None  # one path, or a list of paths (RingNet static + dynamic)
     mediapipe: Optional[str] = None
     masks: Optional[str] = None
     n_shape: Optional[int] = None

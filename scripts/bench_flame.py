@@ -124,9 +124,9 @@ def main() -> None:
     full = jax.jit(jax.vmap(fj.flame_forward, in_axes=(None, 0)))
     fast = jax.jit(jax.vmap(fj.flame_forward_fixed, in_axes=(None, 0)))
 
+    # All flamejax timings first, then smplx: torch's worker threads keep spinning for a while
+    # after each op and would steal a core from XLA if the two were interleaved.
     rows = []
-    header = f"{'batch':>6} {'full fr/s':>11} {'fast fr/s':>11} {'smplx fr/s':>11} {'full/smplx':>11} {'fast/full':>10}"
-    print(header)
     for batch in args.batches:
         x = random_inputs(batch, model.n_shape, model.n_expr, seed=batch)
         params = fj.FlameParams(**{k: jnp.asarray(v) for k, v in x.items()})
@@ -136,17 +136,23 @@ def main() -> None:
                                 args.min_repeats, args.min_seconds)
         t_fast = median_seconds(lambda: jax.block_until_ready(fast(fixed, fast_params)),
                                 args.min_repeats, args.min_seconds)
-        row = dict(batch=batch, full_fps=batch / t_full, fast_fps=batch / t_fast, fast_vs_full=t_full / t_fast)
+        rows.append(dict(batch=batch, full_fps=batch / t_full, fast_fps=batch / t_fast,
+                         fast_vs_full=t_full / t_fast, _inputs=x, _vertices=np.asarray(full(model, params).vertices)))
+    for row in rows:
+        x, ours = row.pop("_inputs"), row.pop("_vertices")
         if have_smplx:
-            call = smplx_call(load_smplx(model_dir, batch), x)
+            call = smplx_call(load_smplx(model_dir, row["batch"]), x)
             t_smplx = median_seconds(call, max(3, args.min_repeats // 2), args.min_seconds)
-            row.update(smplx_fps=batch / t_smplx, full_vs_smplx=t_smplx / t_full)
-            ours = np.asarray(full(model, params).vertices)
+            row["smplx_fps"] = row["batch"] / t_smplx
+            row["full_vs_smplx"] = row["full_fps"] / row["smplx_fps"]
             row["max_vertex_diff_m_float32"] = float(np.abs(ours - call().vertices.numpy()).max())
-        rows.append(row)
+
+    print(f"{'batch':>6} {'full fr/s':>11} {'fast fr/s':>11} {'smplx fr/s':>11} {'full/smplx':>11} {'fast/full':>10}")
+    for row in rows:
         smplx_cols = (f"{row['smplx_fps']:>11.0f} {row['full_vs_smplx']:>10.1f}x" if have_smplx
                       else f"{'-':>11} {'-':>11}")
-        print(f"{batch:>6} {row['full_fps']:>11.0f} {row['fast_fps']:>11.0f} {smplx_cols} {row['fast_vs_full']:>9.1f}x")
+        print(f"{row['batch']:>6} {row['full_fps']:>11.0f} {row['fast_fps']:>11.0f} {smplx_cols} "
+              f"{row['fast_vs_full']:>9.1f}x")
 
     print("\ntargets (issue 2):")
     by_batch = {r["batch"]: r for r in rows}
