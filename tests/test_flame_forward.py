@@ -383,6 +383,23 @@ def test_bind_identity_fast_path_equals_forward(flame_model, model64):
                                     forward(model, to_params(dict(d, shape=np.zeros(N_SHAPE)), dtype)), atol=atol)
 
 
+def test_fast_path_drops_only_all_zero_pose_correctives(model64, raw_flame):
+    """FLAME's eye joints have no correctives; the fast path skips such features exactly."""
+    import dataclasses
+
+    posedirs = np.array(model64.posedirs)
+    posedirs[18:] = 0.0  # eye features, as in FLAME
+    posedirs[3] = 0.0  # and one neck feature
+    model = dataclasses.replace(model64, posedirs=jnp.asarray(posedirs))
+    fixed = fj.bind_identity(model)
+    assert fixed.pose_features == tuple(i for i in range(18) if i != 3)
+    assert fj.bind_identity(model64).pose_features == tuple(range(36))
+    d = random_params(np.random.default_rng(12), large=True)
+    d["shape"] = np.zeros(N_SHAPE)
+    chex.assert_trees_all_close(forward_fixed(fixed, fixed_params(d, jnp.float64)),
+                                forward(model, to_params(d, jnp.float64)), atol=1e-13)
+
+
 def test_vmap_equals_python_loop(flame_model):
     rng = np.random.default_rng(8)
     ds = [random_params(rng, large=i % 3 == 0) for i in range(6)]
