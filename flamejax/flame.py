@@ -224,9 +224,10 @@ def _world_transforms(rotations: jnp.ndarray, joints: jnp.ndarray, parents: tupl
 
 
 def _skin(weights: jnp.ndarray, rotations: jnp.ndarray, translations: jnp.ndarray,
-          x: jnp.ndarray, y: jnp.ndarray, z: jnp.ndarray) -> jnp.ndarray:
+          x: jnp.ndarray, y: jnp.ndarray, z: jnp.ndarray, offset: jnp.ndarray) -> jnp.ndarray:
     """Blend the joints' rigid transforms per vertex. weights (J, V), rotations (J, 3, 3),
-    translations (J, 3), point coordinates x, y, z (V,) each -> (V, 3).
+    translations (J, 3), point coordinates x, y, z (V,) each, offset (3,) added to every vertex
+    (the frame's translation) -> (V, 3).
 
     Written as one elementwise sum over joints and rows (unrolled: J*3 terms) rather than
     forming the (V, 3, 3) blended matrices: XLA fuses it into a single pass over the vertices,
@@ -238,7 +239,7 @@ def _skin(weights: jnp.ndarray, rotations: jnp.ndarray, translations: jnp.ndarra
         for j in range(weights.shape[0]):
             r = rotations[j, a]
             acc = acc + weights[j] * (r[0] * x + r[1] * y + r[2] * z + translations[j, a])
-        rows.append(acc)
+        rows.append(acc + offset[a])
     return jnp.stack(rows, axis=-1)
 
 
@@ -256,7 +257,9 @@ def _articulate(xyz, joints_rest, rotations, weights, faces, embedding, parents,
     world_r, world_t = _world_transforms(rotations, joints_rest, parents)
     # Skinning transform of joint j maps a rest-pose point p to world_r p + (world_t - world_r J_j).
     skin_t = world_t - jnp.einsum("jab,jb->ja", world_r, joints_rest)
-    vertices = _skin(weights, world_r, skin_t, *xyz) + translation
+    # The translation is added inside the skinning loop: added afterwards, XLA fuses the add into
+    # the landmark gathers and writes the (V, 3) mesh twice (one extra full pass per frame).
+    vertices = _skin(weights, world_r, skin_t, *xyz, translation)
     joints = world_t + translation
     if embedding is None:
         return FlameOutput(vertices, joints, jnp.zeros((0, 3), vertices.dtype), None)
