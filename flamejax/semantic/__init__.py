@@ -1,0 +1,1 @@
+"""The semantic rig: named animation controls -> FLAME parameters (theta(c) = B c + g)."""
