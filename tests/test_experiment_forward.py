@@ -39,6 +39,25 @@ def test_file_model_requires_a_path():
         raise AssertionError("loading a missing file must fail")
 
 
+def test_file_model_from_real_format_files(tmp_path):
+    """model=file reads a FLAME pkl plus DECA landmarks and masks, the way a user's files come."""
+    import flamejax as fj
+
+    model = fj.synthetic.make_flame(seed=2, size="tiny")
+    fj.io.save_flame(model, tmp_path / "generic_model.pkl")
+    fj.io.save_deca_embedding(model.landmarks, tmp_path / "landmark_embedding.npy")
+    fj.io.save_masks(model.masks, tmp_path / "FLAME_masks.pkl")
+    cfg = compose_forward(["model=file", f"model.path={tmp_path / 'generic_model.pkl'}",
+                           f"model.landmarks={tmp_path / 'landmark_embedding.npy'}",
+                           f"model.masks={tmp_path / 'FLAME_masks.pkl'}", "model.n_expr=50",
+                           "batch_size=3", "n_meshes=1", "benchmark_repeats=1"])
+    loaded = cfg.model.build()
+    assert loaded.n_expr == 50 and loaded.n_vertices == model.n_vertices
+    assert set(loaded.masks) == set(model.masks)
+    summary = run(cfg, tmp_path / "run")
+    assert summary["model"]["n_expr"] == 50
+
+
 def test_run_writes_meshes_landmarks_and_summary(tmp_path):
     cfg = compose_forward(["model.size=tiny", "batch_size=5", "n_meshes=2", "benchmark_repeats=1"])
     summary = run(cfg, tmp_path)
