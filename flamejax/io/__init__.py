@@ -5,7 +5,10 @@
 - :func:`load_landmark_embedding` and the per-format readers/writers: DECA-family
   ``landmark_embedding.npy``, RingNet's static/dynamic pair, metrical-tracker's MediaPipe
   ``.npz`` (:mod:`flamejax.io.landmark_files`);
-- :func:`load_masks` / :func:`save_masks`: ``FLAME_masks.pkl`` (:mod:`flamejax.io.masks`).
+- :func:`load_masks` / :func:`save_masks`: ``FLAME_masks.pkl`` (:mod:`flamejax.io.masks`);
+- :func:`read_face_calibration` / :func:`write_face_calibration`: the face-calibration method's
+  data folder (controls, semantic basis, identity, Simon-Says masks)
+  (:mod:`flamejax.io.face_calibration`).
 
 Pickles are read with an allow-list unpickler (:mod:`flamejax.io.safe_pickle`) that cannot
 run code from the file; torch tensors inside them are decoded without torch
@@ -14,6 +17,7 @@ whose message names the file.
 """
 
 from flamejax.io.errors import FlameFileError
+from flamejax.io.face_calibration import read_face_calibration, write_face_calibration
 from flamejax.io.flame_file import (
     FlameArrays,
     flame_file_dict,
@@ -50,6 +54,7 @@ __all__ = [
     "load_mediapipe_embedding",
     "load_pickle",
     "load_ringnet_embedding",
+    "read_face_calibration",
     "read_flame_arrays",
     "read_npy",
     "read_npy_object",
@@ -60,4 +65,5 @@ __all__ = [
     "save_mediapipe_embedding",
     "save_ringnet_embedding",
     "with_mediapipe",
+    "write_face_calibration",
 ]
