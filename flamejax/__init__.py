@@ -6,7 +6,7 @@
     out.vertices, out.joints, out.landmarks
 """
 
-from flamejax import io, landmarks, rotations, synthetic
+from flamejax import io, landmarks, rotations, semantic, synthetic
 from flamejax.flame import (
     FixedIdentityFlame,
     FlameModel,
@@ -30,5 +30,6 @@ __all__ = [
     "landmarks",
     "load_flame",
     "rotations",
+    "semantic",
     "synthetic",
 ]
