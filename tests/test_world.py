@@ -3,24 +3,11 @@
 import dataclasses
 
 import numpy as np
-import pytest
 
-from flamejax.synthetic.sequences import SequenceConfig
-from flamejax.synthetic.trackers import OS2
-from flamejax.synthetic.world import (TAKES, WorldConfig, load_or_make_world, load_world,
-                                      performer_geometry, save_world)
+from flamejax.synthetic.world import TAKES, WorldConfig, load_world, performer_geometry, save_world
 
-SMALL = WorldConfig(seed=1, size="tiny", n_performers=1, trackers=(("OS2", OS2),),
-                    sequences=SequenceConfig(ramp=0.1, hold=0.2, rest=0.1, rom_singles=2, rom_pairs=1,
-                                             text="Pack my box."))
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return load_or_make_world(SMALL, tmp_path_factory.mktemp("cache"))
-
-
-def test_world_contents(world):
+def test_world_contents(small_world):
+    world = small_world
     (name, performer), = world.performers.items()
     assert set(world.sequences[name]) == set(TAKES)
     for take in TAKES:
@@ -37,7 +24,8 @@ def test_world_contents(world):
                               world.generic.model.n_vertices, 3)
 
 
-def test_cache_round_trip_and_config_key(world, tmp_path):
+def test_cache_round_trip_and_config_key(small_world, tmp_path):
+    world = small_world
     folder = save_world(world, tmp_path / "w")
     again = load_world(folder)
     assert again.config == world.config
@@ -48,4 +36,4 @@ def test_cache_round_trip_and_config_key(world, tmp_path):
                                       np.asarray(world.tracked["OS2"][name][take].expression))
     np.testing.assert_array_equal(again.performers[name].residuals, world.performers[name].residuals)
     assert WorldConfig.from_dict(world.config.to_dict()) == world.config
-    assert dataclasses.replace(SMALL, seed=2).key() != SMALL.key()
+    assert dataclasses.replace(world.config, seed=2).key() != world.config.key()
