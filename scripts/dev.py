@@ -66,7 +66,8 @@ def main(argv: list[str]) -> int:
         return _run([PYTHON, "-m", "experiments.forward", *args], env=env)
     if job == "bench":
         return _run([PYTHON, "scripts/bench_flame.py", *args], env=env)
-    code = _run([PYTHON, "-m", "pytest", "-n", "2", "-q", *args], env=env)
+    # loadfile: a file's tests share one worker, so its expensive fixtures are built once.
+    code = _run([PYTHON, "-m", "pytest", "-n", "2", "--dist", "loadfile", "-q", *args], env=env)
     if code == 5:  # pytest: no tests were collected; that must never pass silently
         print("error: pytest collected no tests", file=sys.stderr)
         return 1

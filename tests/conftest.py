@@ -106,16 +106,3 @@ def x64():
     finally:
         jax.config.update("jax_enable_x64", previous)
 
-
-@pytest.fixture(scope="session")
-def small_world(tmp_path_factory):
-    """A deliberately small synthetic world (tiny head, one performer, short takes, OS2 only),
-    built once per test session and cached on disk like a real one."""
-    from flamejax.synthetic.sequences import SequenceConfig
-    from flamejax.synthetic.trackers import OS2
-    from flamejax.synthetic.world import WorldConfig, load_or_make_world
-
-    cfg = WorldConfig(seed=1, size="tiny", n_performers=1, trackers=(("OS2", OS2),),
-                      sequences=SequenceConfig(ramp=0.1, hold=0.2, rest=0.1, rom_singles=2, rom_pairs=1,
-                                               text="Pack my box."))
-    return load_or_make_world(cfg, tmp_path_factory.mktemp("world_cache"))
