@@ -108,27 +108,30 @@ def _make_takes(cfg: WorldConfig, control_set: ControlSet, rng: np.random.Genera
     }
 
 
-def performer_geometry(world: World, performer: str, take: str) -> np.ndarray:
-    """(T, V, 3) metres: the performer's true meshes for one take (recomputed, not cached)."""
-    seq = world.sequences[performer][take]
-    return np.asarray(performer_vertices(world.generic.model, world.generic.target,
-                                         world.performers[performer], seq.controls,
+def _geometry(generic: GenericSemanticModel, performer: Performer, seq: Sequence) -> np.ndarray:
+    return np.asarray(performer_vertices(generic.model, generic.target, performer, seq.controls,
                                          seq.global_pose, seq.neck_pose))
 
 
+def performer_geometry(world: World, performer: str, take: str) -> np.ndarray:
+    """(T, V, 3) metres: the performer's true meshes for one take (recomputed, not cached)."""
+    return _geometry(world.generic, world.performers[performer], world.sequences[performer][take])
+
+
 def _track_all(cfg: WorldConfig, generic, performers, sequences) -> dict:
+    """tracked[tracker][performer][take]; each run's noise has its own key from the seed. The
+    tracker is given the performer's identity (as MICA's estimate would give it)."""
     tracked = {}
     for t_index, (name, tcfg) in enumerate(cfg.trackers):
         tracked[name] = {}
         for p_index, (pname, performer) in enumerate(performers.items()):
-            world = World(cfg, None, generic, performers, sequences, {})
             tracked[name][pname] = {}
             for s_index, take in enumerate(TAKES):
                 seq = sequences[pname][take]
                 key = jax.random.fold_in(jax.random.key(cfg.seed), (t_index * 1000 + p_index) * 10 + s_index)
-                tracked[name][pname][take] = track(
-                    generic.model, performer_geometry(world, pname, take), seq.global_pose,
-                    seq.neck_pose, tcfg, key, shape=performer.beta)
+                tracked[name][pname][take] = track(generic.model, _geometry(generic, performer, seq),
+                                                   seq.global_pose, seq.neck_pose, tcfg, key,
+                                                   shape=performer.beta)
     return tracked
 
 
