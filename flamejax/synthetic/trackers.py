@@ -31,7 +31,8 @@ from typing import NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from flamejax.flame import FixedIdentityFlame, FlameModel, FlameParams, bind_identity, flame_forward_fixed
+from flamejax.flame import (FixedIdentityFlame, FlameModel, FlameParams, _pose_matrices, _world_transforms,
+                            bind_identity, flame_forward_fixed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +129,90 @@ def fit_frame(fixed: FixedIdentityFlame, vertices, global_pose, neck_pose, trans
     return x[:n_expr], x[n_expr:]
 
 
+class _Grams(NamedTuple):
+    """Per-model constants of the fast expression normal equations (see :func:`_fit_frame_fast`).
+    With B_v (3, n) the expression basis at vertex v and w_j(v) the skinning weights:
+    g (J*3, J*3, n, n) = sum_v w_j w_k B_v[a]^T B_v[b] at [(j, a), (k, b)]; h (J, J, 3, n) =
+    sum_v w_j w_k B_v; s (J, J) = sum_v w_j w_k; basis (n, 3, V) the B_v."""
+
+    g: jnp.ndarray
+    h: jnp.ndarray
+    s: jnp.ndarray
+    basis: jnp.ndarray
+
+
+def _grams(fixed: FixedIdentityFlame, n_expr: int) -> _Grams:
+    basis = fixed.blenddirs[:n_expr]                                  # (n, 3, V)
+    w = fixed.weights                                                  # (J, V)
+    n_j = w.shape[0]
+    x = (w[:, None, None, :] * jnp.swapaxes(basis, 0, 1)[None]).reshape(n_j * 3, n_expr, -1)
+    hi = jax.lax.Precision.HIGHEST
+    g = jnp.einsum("pmv,qnv->pqmn", x, x, precision=hi)
+    h = jnp.einsum("jv,kv,mav->jkam", w, w, basis, precision=hi)
+    s = jnp.einsum("jv,kv->jk", w, w, precision=hi)
+    return _Grams(g, h, s, basis)
+
+
+def _fit_frame_fast(fixed: FixedIdentityFlame, grams: _Grams, vertices, global_pose, neck_pose, translation, *,
+                    n_expr: int, n_steps: int, ridge: float):
+    """:func:`fit_frame` with the same Gauss-Newton steps, without a per-frame Jacobian of the
+    expression block: at fixed poses the vertex v moves by J_v psi with J_v = sum_j w_j(v)
+    (W_j B_v + D_j) (W_j the joints' world rotations, D_j (3, n) how the joints' skinning
+    translations move with psi through the joint regressor), so J^T J is a contraction of the
+    per-model grams with W_j^T W_k and D_j, and J^T r one pass of the basis over M_v^T r_v. Only
+    the jaw's 3 columns are differentiated (forward mode)."""
+    n_v = vertices.shape[0]
+    dtype = vertices.dtype
+    n_j = fixed.weights.shape[0]
+    reg = jnp.concatenate([jnp.full((n_expr,), ridge), jnp.zeros((3,))]).astype(dtype)
+    lev = jnp.zeros_like(reg).at[n_expr:].set(1e-9)
+    w = fixed.weights
+
+    def verts(psi, jaw):
+        return _frame_vertices(fixed, psi, jaw, global_pose, neck_pose, translation)
+
+    def rotations_and_d(jaw):
+        rot = _pose_matrices(FlameParams(global_pose=global_pose, neck_pose=neck_pose, jaw_pose=jaw), dtype)
+
+        def skin_t(psi):
+            joints = fixed.j_rest + jnp.einsum("jxe,e->jx", fixed.j_exprdirs[..., :n_expr], psi)
+            world_r, world_t = _world_transforms(rot, joints, fixed.parents)
+            return world_t - jnp.einsum("jab,jb->ja", world_r, joints)
+
+        world_r, _ = _world_transforms(rot, fixed.j_rest, fixed.parents)
+        d = jax.jacfwd(skin_t)(jnp.zeros((n_expr,), dtype))             # (J, 3, n), exact (linear)
+        return world_r, d
+
+    def jt(world_r, d, u):
+        """J_psi^T u for u (..., V, 3) -> (..., n)."""
+        m_rot = jnp.einsum("jv,jxa->vxa", w, world_r)                   # (V, 3, 3) blended rotations
+        mu = jnp.einsum("vxa,...vx->...av", m_rot, u)
+        wu = jnp.einsum("jv,...vx->...jx", w, u)
+        return jnp.einsum("nav,...av->...n", grams.basis, mu) + jnp.einsum("jxn,...jx->...n", d, wu)
+
+    def solve(x):
+        psi, jaw = x[:n_expr], x[n_expr:]
+        world_r, d = rotations_and_d(jaw)
+        v, dv = jax.vmap(lambda t: jax.jvp(lambda j: verts(psi, j), (jaw,), (t,)), out_axes=(None, 0))(
+            jnp.eye(3, dtype=dtype))                                    # v (V, 3), dv (3, V, 3)
+        r = v - vertices
+        c = jnp.einsum("jxa,kxb->jakb", world_r, world_r).reshape(n_j * 3, n_j * 3)
+        cross = jnp.einsum("jkam,jxa,kxn->mn", grams.h, world_r, d)
+        h_pp = (jnp.einsum("pq,pqmn->mn", c, grams.g) + cross + cross.T
+                + jnp.einsum("jk,jxm,kxn->mn", grams.s, d, d))
+        both = jt(world_r, d, jnp.concatenate([r[None], dv], 0))        # (4, n)
+        h_pj = both[1:].T                                               # (n, 3)
+        h_jj = jnp.einsum("ivx,kvx->ik", dv, dv)
+        h = jnp.block([[h_pp, h_pj], [h_pj.T, h_jj]]) / n_v + jnp.diag(reg)
+        g = jnp.concatenate([both[0], jnp.einsum("ivx,vx->i", dv, r)]) / n_v
+        dd = jnp.sqrt(jnp.maximum(jnp.diagonal(h), 1e-30))
+        hs = h / dd[:, None] / dd[None, :] + jnp.diag(lev)
+        return x - jnp.linalg.solve(hs, (g + reg * x) / dd) / dd
+
+    x, _ = jax.lax.scan(lambda x, _: (solve(x), None), jnp.zeros((n_expr + 3,), dtype), None, length=n_steps)
+    return x[:n_expr], x[n_expr:]
+
+
 def _gaussian_smooth(x, sigma: float):
     """Zero-phase Gaussian filter along axis 0 (frames), edges replicated. x (T, D)."""
     if sigma <= 0:
@@ -161,7 +246,8 @@ def _track(fixed, geometry, global_pose, neck_pose, translation, key, *, cfg: Tr
     kg, kn = jax.random.split(k_pose)
     global_pose = global_pose + cfg.pose_noise * jax.random.normal(kg, global_pose.shape, global_pose.dtype)
     neck_pose = neck_pose + cfg.pose_noise * jax.random.normal(kn, neck_pose.shape, neck_pose.dtype)
-    fit = functools.partial(fit_frame, fixed, n_expr=cfg.n_expr, n_steps=cfg.n_steps, ridge=cfg.ridge)
+    fit = functools.partial(_fit_frame_fast, fixed, _grams(fixed, cfg.n_expr), n_expr=cfg.n_expr,
+                            n_steps=cfg.n_steps, ridge=cfg.ridge)
     args = (geometry, global_pose, neck_pose, translation)
     if batch_size is None:
         psi, jaw = jax.vmap(fit)(*args)
