@@ -106,7 +106,9 @@ def fit_frame(fixed: FixedIdentityFlame, vertices, global_pose, neck_pose, trans
               n_steps: int, ridge: float):
     """Least-squares fit of one frame: vertices (V, 3) metres -> expression (n_expr,), jaw
     axis-angle (3,). Gauss-Newton on mean_v |FLAME(psi, jaw) - v|^2 + ridge |psi|^2 from
-    psi = 0, jaw = 0; Jacobi-scaled normal equations (the modes' scales span ~2 decades)."""
+    psi = 0, jaw = 0; Jacobi-scaled normal equations (the modes' scales span ~2 decades).
+    The plain form (a per-frame jacfwd): the reference that :func:`_fit_frame_fast`, which the
+    trackers use, is tested against."""
     n_v = vertices.shape[0]
     reg = jnp.concatenate([jnp.full((n_expr,), ridge), jnp.zeros((3,))]).astype(vertices.dtype)
 
