@@ -44,7 +44,7 @@ def ensure_environment(extras: list[str]) -> None:
     for old in VENV.glob(".flamejax-installed-*"):
         old.unlink()
     steps = [[PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip"],
-             [PYTHON, "-m", "pip", "install", "--quiet", "-e", f".[{','.join(extras)}]" if extras else "-e ."]]
+             [PYTHON, "-m", "pip", "install", "--quiet", "-e", f".[{','.join(extras)}]" if extras else "."]]
     for cmd in steps:
         if _run(cmd) != 0:
             sys.exit(f"installing the environment failed: {' '.join(map(str, cmd))}")
