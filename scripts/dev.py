@@ -30,6 +30,12 @@ def _run(cmd: list[str], **kwargs) -> int:
     return subprocess.call([str(c) for c in cmd], cwd=ROOT, **kwargs)
 
 
+def install_command(extras: list[str]) -> list:
+    """pip command installing this project (editable) with ``extras``."""
+    target = f".[{','.join(extras)}]" if extras else "."
+    return [PYTHON, "-m", "pip", "install", "--quiet", "-e", target]
+
+
 def ensure_environment(extras: list[str]) -> None:
     """Create .venv and install the project with ``extras`` unless that is already done."""
     if sys.version_info < (3, 11):
@@ -43,8 +49,7 @@ def ensure_environment(extras: list[str]) -> None:
         return
     for old in VENV.glob(".flamejax-installed-*"):
         old.unlink()
-    steps = [[PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip"],
-             [PYTHON, "-m", "pip", "install", "--quiet", "-e", f".[{','.join(extras)}]" if extras else "."]]
+    steps = [[PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip"], install_command(extras)]
     for cmd in steps:
         if _run(cmd) != 0:
             sys.exit(f"installing the environment failed: {' '.join(map(str, cmd))}")
