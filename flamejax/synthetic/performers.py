@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flamejax.flame import FlameModel, FlameParams, flame_forward
-from flamejax.rotations import euler_xyz_to_matrix, matrix_to_axis_angle
+from flamejax.semantic.rig import euler_to_axis_angle
 from flamejax.synthetic import rigging
 from flamejax.synthetic.fields import anchors, random_smooth_fields, window
 from flamejax.synthetic.head import PART_HEAD, HeadMesh
@@ -291,7 +291,7 @@ def performer_model(model: FlameModel, target_rig: TargetRig, performer: Perform
 
 @jax.jit
 def _forward_frames(model: FlameModel, beta, expr, jaw_euler, global_pose, neck_pose):
-    jaw = matrix_to_axis_angle(euler_xyz_to_matrix(jaw_euler))
+    jaw = euler_to_axis_angle(jaw_euler, "xyz")
 
     def one(e, j, g, n):
         return flame_forward(model, FlameParams(shape=beta, expression=e, jaw_pose=j,

@@ -44,7 +44,7 @@ from flamejax.synthetic import rigging
 from flamejax.synthetic.bases import expression_atoms
 from flamejax.synthetic.fields import FLIP_X, smoothstep, window
 from flamejax.flame import FLAME_PARENTS, FlameModel, FlameParams, flame_forward
-from flamejax.rotations import euler_xyz_to_matrix, matrix_to_axis_angle
+from flamejax.semantic.rig import euler_to_axis_angle
 from flamejax.synthetic.head import (CUT_MOUTH, KNOT, PART_HEAD, SIDE_LOWER, SIDE_UPPER, HeadMesh,
                                      neutral_openings, surface)
 
@@ -391,7 +391,7 @@ def rig_jaw_pose(rig: TargetRig, controls) -> jnp.ndarray:
     """(3,) axis-angle jaw pose for controls (K,): the Euler angles are summed linearly (as a
     semantic basis theta = B c does), then converted."""
     euler = jnp.asarray(controls, jnp.float32) @ jnp.asarray(rig.jaw, jnp.float32)
-    return matrix_to_axis_angle(euler_xyz_to_matrix(euler))
+    return euler_to_axis_angle(euler, "xyz")
 
 
 def target_rig_vertices(model_or_mesh, rig: TargetRig, controls) -> np.ndarray:
