@@ -44,7 +44,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flamejax.flame import FlameModel, FlameParams, flame_forward
+from flamejax.chunking import map_chunks
+from flamejax.flame import FlameModel, FlameParams, bind_identity, flame_forward_fixed
 from flamejax.semantic.rig import euler_to_axis_angle
 from flamejax.synthetic import rigging
 from flamejax.synthetic.fields import anchors, random_smooth_fields, window
@@ -292,25 +293,28 @@ def performer_model(model: FlameModel, target_rig: TargetRig, performer: Perform
 @jax.jit
 def _forward_frames(model: FlameModel, beta, expr, jaw_euler, global_pose, neck_pose):
     jaw = euler_to_axis_angle(jaw_euler, "xyz")
+    fixed = dataclasses.replace(bind_identity(model, beta), landmarks=None)
 
     def one(e, j, g, n):
-        return flame_forward(model, FlameParams(shape=beta, expression=e, jaw_pose=j,
-                                                global_pose=g, neck_pose=n)).vertices
+        return flame_forward_fixed(fixed, FlameParams(expression=e, jaw_pose=j, global_pose=g, neck_pose=n)).vertices
 
     return jax.vmap(one)(expr, jaw, global_pose, neck_pose)
 
 
 def performer_vertices(model: FlameModel, target_rig: TargetRig, performer: Performer, controls,
-                       global_pose, neck_pose) -> jnp.ndarray:
+                       global_pose, neck_pose, *, chunk: int = 256) -> jnp.ndarray:
     """(T, V, 3) the performer's posed geometry for intended controls (T, K) and axis-angle
     global/neck poses (T, 3): FLAME(beta, expression [c_eff; c] on [deltas; residuals],
     jaw = Euler c_eff @ rig.jaw), vmapped over frames. ``model``: a synthetic FlameModel on the
-    rig's head (same vertices), supplying template, identity basis, skinning, correctives."""
+    rig's head (same vertices), supplying template, identity basis, skinning, correctives.
+    chunk: frames per compiled call (:mod:`flamejax.chunking`)."""
     c = np.asarray(controls, np.float64)
     c_eff = effective_controls(performer, c)
     pm = performer_model(model, target_rig, performer)
     dt = model.dtype
-    return _forward_frames(pm, jnp.asarray(performer.beta, dt),
-                           jnp.asarray(np.concatenate([c_eff, c], axis=1), dt),
-                           jnp.asarray(c_eff @ target_rig.jaw, dt),
-                           jnp.asarray(global_pose, dt), jnp.asarray(neck_pose, dt))
+    beta = jnp.asarray(performer.beta, dt)
+    frames = (jnp.asarray(np.concatenate([c_eff, c], axis=1), dt), jnp.asarray(c_eff @ target_rig.jaw, dt),
+              jnp.broadcast_to(jnp.asarray(global_pose, dt), (len(c), 3)),
+              jnp.broadcast_to(jnp.asarray(neck_pose, dt), (len(c), 3)))
+    vertices, = map_chunks(lambda *f: (_forward_frames(pm, beta, *f),), frames, chunk)
+    return vertices

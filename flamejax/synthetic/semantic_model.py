@@ -111,7 +111,7 @@ def target_rig_targets(model: FlameModel, target: TargetRig) -> jnp.ndarray:
         jaw = rig_jaw_pose(target, c).astype(model.dtype)
         return flame_forward(rig_model, FlameParams(expression=c, jaw_pose=jaw)).vertices
 
-    return jax.vmap(one)(eye)
+    return jax.jit(jax.vmap(one))(eye)  # jit: one compilation, not one per primitive
 
 
 def make_generic_semantic_model(seed: int = 0, size="small", names: Optional[Sequence[str]] = None,

@@ -45,7 +45,7 @@ class Sequence(NamedTuple):
 class SequenceConfig:
     """Lengths (seconds) and sizes of the generated sequences. Defaults: a calm, ~40 s
     Simon-Says capture (ramps of 0.4 s read as deliberate; 0.8 s holds give ~24 labelled frames
-    per expression), ROM takes of ~1.5 min, pangram at ~11 phonemes/s (conversational speech).
+    per expression), ROM takes of ~1 min (2,900 frames), pangram at ~11 phonemes/s (conversational speech).
 
     fps: frame rate. ramp, hold, rest: Simon-Says event timing. rom_timing_jitter: ROM events'
     durations are scaled by U(1 - j, 1 + j). rom_singles, rom_pairs: number of single/paired
@@ -60,8 +60,8 @@ class SequenceConfig:
     hold: float = 0.8
     rest: float = 0.4
     rom_timing_jitter: float = 0.4
-    rom_singles: int = 30
-    rom_pairs: int = 15
+    rom_singles: int = 20
+    rom_pairs: int = 10
     rom_intensity: tuple = (0.3, 1.0)
     phoneme_s: float = 0.09
     blink_interval_s: float = 3.0

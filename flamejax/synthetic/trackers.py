@@ -19,7 +19,7 @@ The fit: for fixed poses FLAME is affine in the expression coefficients (linear 
 joint regression, skinning linear in both), so the expression block of a Gauss-Newton step is
 exactly the ridge least-squares solution at the current jaw; the 3 jaw angles converge in a few
 steps. A last closed-form expression solve at the final jaw finishes. vmapped over frames
-(``lax.map`` in chunks of ``batch_size`` to bound memory at full mesh size).
+in fixed-size chunks of frames, so one compilation serves every sequence length.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from flamejax.chunking import map_chunks
 from flamejax.flame import (FixedIdentityFlame, FlameModel, FlameParams, _pose_matrices, _world_transforms,
                             bind_identity, flame_forward_fixed)
 
@@ -48,7 +50,8 @@ class TrackerConfig:
       frame-independent errors).
     clamp_jaw_open: jaw opening (axis-angle x) clamped to >= 0.
     pose_noise: std (radians) of the tracker's error on the given global/neck poses.
-    n_steps: Gauss-Newton steps. ridge: on the expression coefficients, m^2 per coefficient^2
+    n_steps: Gauss-Newton steps (4: coefficients within ~3e-3 of convergence, well under the
+      noise; the jaw within 4e-6 rad). ridge: on the expression coefficients, m^2 per coefficient^2
       against the mean squared vertex error (tiny: only keeps unconstrained modes at zero).
     """
 
@@ -61,7 +64,7 @@ class TrackerConfig:
     jaw_jitter: float = 0.0
     clamp_jaw_open: bool = False
     pose_noise: float = 0.0
-    n_steps: int = 6
+    n_steps: int = 4
     ridge: float = 1e-12
 
 
@@ -133,26 +136,38 @@ def fit_frame(fixed: FixedIdentityFlame, vertices, global_pose, neck_pose, trans
 
 class _Grams(NamedTuple):
     """Per-model constants of the fast expression normal equations (see :func:`_fit_frame_fast`).
-    With B_v (3, n) the expression basis at vertex v and w_j(v) the skinning weights:
-    g (J*3, J*3, n, n) = sum_v w_j w_k B_v[a]^T B_v[b] at [(j, a), (k, b)]; h (J, J, 3, n) =
-    sum_v w_j w_k B_v; s (J, J) = sum_v w_j w_k; basis (n, 3, V) the B_v."""
+    With B_v (3, n) the expression basis at vertex v, w_j(v) the skinning weights and A the
+    *active* joints (those whose weights touch a vertex the basis moves; FLAME's eyes are not):
+    g (A*3, A*3, n, n) = sum_v w_j w_k B_v[a]^T B_v[b] at [(j, a), (k, b)], j, k in A; h (A, A, 3, n)
+    = sum_v w_j w_k B_v; s (J, J) = sum_v w_j w_k over all joints; basis (n, 3, V) the B_v;
+    joints (A,) int32 the active joints' indices."""
 
     g: jnp.ndarray
     h: jnp.ndarray
     s: jnp.ndarray
     basis: jnp.ndarray
+    joints: jnp.ndarray
 
 
-def _grams(fixed: FixedIdentityFlame, n_expr: int) -> _Grams:
+def active_joints(fixed: FixedIdentityFlame, n_expr: int) -> tuple[int, ...]:
+    """Joints whose skinning weights overlap a vertex the first ``n_expr`` expression modes move
+    (concrete arrays: decided once per model, outside compiled code)."""
+    moving = np.any(np.asarray(fixed.blenddirs[:n_expr]) != 0, axis=(0, 1))
+    return tuple(int(j) for j in np.flatnonzero(np.any(np.asarray(fixed.weights)[:, moving] != 0, axis=1)))
+
+
+def _grams(fixed: FixedIdentityFlame, n_expr: int, joints: Optional[tuple[int, ...]] = None) -> _Grams:
+    """The grams over ``joints`` (default: all; exact whenever they include :func:`active_joints`)."""
+    joints = tuple(range(fixed.weights.shape[0])) if joints is None else joints
     basis = fixed.blenddirs[:n_expr]                                  # (n, 3, V)
-    w = fixed.weights                                                  # (J, V)
-    n_j = w.shape[0]
-    x = (w[:, None, None, :] * jnp.swapaxes(basis, 0, 1)[None]).reshape(n_j * 3, n_expr, -1)
+    w = fixed.weights
+    wa = w[jnp.asarray(joints)]                                        # (A, V)
+    x = (wa[:, None, None, :] * jnp.swapaxes(basis, 0, 1)[None]).reshape(len(joints) * 3, n_expr, -1)
     hi = jax.lax.Precision.HIGHEST
     g = jnp.einsum("pmv,qnv->pqmn", x, x, precision=hi)
-    h = jnp.einsum("jv,kv,mav->jkam", w, w, basis, precision=hi)
+    h = jnp.einsum("jv,kv,mav->jkam", wa, wa, basis, precision=hi)
     s = jnp.einsum("jv,kv->jk", w, w, precision=hi)
-    return _Grams(g, h, s, basis)
+    return _Grams(g, h, s, basis, jnp.asarray(joints, jnp.int32))
 
 
 def _fit_frame_fast(fixed: FixedIdentityFlame, grams: _Grams, vertices, global_pose, neck_pose, translation, *,
@@ -165,7 +180,6 @@ def _fit_frame_fast(fixed: FixedIdentityFlame, grams: _Grams, vertices, global_p
     the jaw's 3 columns are differentiated (forward mode)."""
     n_v = vertices.shape[0]
     dtype = vertices.dtype
-    n_j = fixed.weights.shape[0]
     reg = jnp.concatenate([jnp.full((n_expr,), ridge), jnp.zeros((3,))]).astype(dtype)
     lev = jnp.zeros_like(reg).at[n_expr:].set(1e-9)
     w = fixed.weights
@@ -198,8 +212,9 @@ def _fit_frame_fast(fixed: FixedIdentityFlame, grams: _Grams, vertices, global_p
         v, dv = jax.vmap(lambda t: jax.jvp(lambda j: verts(psi, j), (jaw,), (t,)), out_axes=(None, 0))(
             jnp.eye(3, dtype=dtype))                                    # v (V, 3), dv (3, V, 3)
         r = v - vertices
-        c = jnp.einsum("jxa,kxb->jakb", world_r, world_r).reshape(n_j * 3, n_j * 3)
-        cross = jnp.einsum("jkam,jxa,kxn->mn", grams.h, world_r, d)
+        ra, da = world_r[grams.joints], d[grams.joints]
+        c = jnp.einsum("jxa,kxb->jakb", ra, ra).reshape(grams.g.shape[0], grams.g.shape[1])
+        cross = jnp.einsum("jkam,jxa,kxn->mn", grams.h, ra, da)
         h_pp = (jnp.einsum("pq,pqmn->mn", c, grams.g) + cross + cross.T
                 + jnp.einsum("jk,jxm,kxn->mn", grams.s, d, d))
         both = jt(world_r, d, jnp.concatenate([r[None], dv], 0))        # (4, n)
@@ -241,30 +256,29 @@ def apply_character(expression, jaw, cfg: TrackerConfig, key):
     return expression, jaw
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "batch_size"))
-def _track(fixed, geometry, global_pose, neck_pose, translation, key, *, cfg: TrackerConfig,
-           batch_size: Optional[int]):
-    k_pose, k_char = jax.random.split(key)
-    kg, kn = jax.random.split(k_pose)
-    global_pose = global_pose + cfg.pose_noise * jax.random.normal(kg, global_pose.shape, global_pose.dtype)
-    neck_pose = neck_pose + cfg.pose_noise * jax.random.normal(kn, neck_pose.shape, neck_pose.dtype)
-    fit = functools.partial(_fit_frame_fast, fixed, _grams(fixed, cfg.n_expr), n_expr=cfg.n_expr,
-                            n_steps=cfg.n_steps, ridge=cfg.ridge)
-    args = (geometry, global_pose, neck_pose, translation)
-    if batch_size is None:
-        psi, jaw = jax.vmap(fit)(*args)
-    else:
-        psi, jaw = jax.lax.map(lambda a: fit(*a), args, batch_size=batch_size)
-    frames = jax.vmap(_frame_vertices, in_axes=(None, 0, 0, 0, 0, 0))
-    fit_residual = jax.vmap(_rms)(frames(fixed, psi, jaw, *args[1:]), geometry)
-    psi, jaw = apply_character(psi, jaw, cfg, k_char)
-    residual = jax.vmap(_rms)(frames(fixed, psi, jaw, *args[1:]), geometry)
-    expression = jnp.pad(psi, ((0, 0), (0, fixed.n_expr - cfg.n_expr)))
-    return expression, jaw, global_pose, neck_pose, residual, fit_residual
+_grams_jit = jax.jit(_grams, static_argnums=(1, 2))
+
+
+@functools.partial(jax.jit, static_argnames=("n_expr", "n_steps", "ridge"))
+def _fit_chunk(fixed, grams, geometry, global_pose, neck_pose, translation, *, n_expr: int, n_steps: int,
+               ridge: float):
+    """Fit a chunk of frames (C, V, 3) -> expression (C, n_expr), jaw (C, 3), fit RMS (C,)."""
+    fit = functools.partial(_fit_frame_fast, fixed, grams, n_expr=n_expr, n_steps=n_steps, ridge=ridge)
+    psi, jaw = jax.vmap(fit)(geometry, global_pose, neck_pose, translation)
+    return psi, jaw, _chunk_residual(fixed, psi, jaw, geometry, global_pose, neck_pose, translation)
+
+
+def _chunk_residual(fixed, psi, jaw, geometry, global_pose, neck_pose, translation):
+    v = jax.vmap(lambda *a: _frame_vertices(fixed, *a))(psi, jaw, global_pose, neck_pose, translation)
+    return jax.vmap(_rms)(v, geometry)
+
+
+_residual_chunk = jax.jit(_chunk_residual)
+_character = jax.jit(lambda e, j, k, cfg: apply_character(e, j, cfg, k), static_argnums=3)
 
 
 def track(model: FlameModel, geometry, global_pose, neck_pose, cfg: TrackerConfig, rng, *,
-          translation=None, shape=None, batch_size: Optional[int] = 64) -> TrackedSequence:
+          translation=None, shape=None, chunk: int = 256) -> TrackedSequence:
     """Track a sequence with the generic model.
 
     model: the generic FLAME model. geometry (T, V, 3) metres, the performer's meshes in world
@@ -272,7 +286,8 @@ def track(model: FlameModel, geometry, global_pose, neck_pose, cfg: TrackerConfi
     perturbed by ``cfg.pose_noise``). cfg: :data:`OS1`, :data:`OS2` or any TrackerConfig.
     rng: a jax PRNG key (noise is deterministic given it). translation (T, 3) or None (zeros).
     shape (<=S,) or None: the identity the tracker uses (as MICA's estimate would be).
-    batch_size: frames fitted at once (memory: ~3V x (n_expr + 3) floats per frame).
+    chunk: frames fitted per compiled call (memory ~ chunk x 12 V floats); every sequence length
+    reuses the same compiled fit.
     """
     if cfg.n_expr > model.n_expr:
         raise ValueError(f"the tracker estimates {cfg.n_expr} coefficients, the model has {model.n_expr}")
@@ -286,11 +301,19 @@ def track(model: FlameModel, geometry, global_pose, neck_pose, cfg: TrackerConfi
     neck_pose = jnp.broadcast_to(jnp.asarray(neck_pose, dtype), (t, 3))
     translation = (jnp.zeros((t, 3), dtype) if translation is None
                    else jnp.broadcast_to(jnp.asarray(translation, dtype), (t, 3)))
-    expression, jaw, gp, npose, residual, fit_residual = _track(
-        fixed, geometry, global_pose, neck_pose, translation, rng, cfg=cfg,
-        batch_size=None if batch_size is None or batch_size >= t else batch_size)
+    k_pose, k_char = jax.random.split(rng)
+    kg, kn = jax.random.split(k_pose)
+    global_pose = global_pose + cfg.pose_noise * jax.random.normal(kg, global_pose.shape, dtype)
+    neck_pose = neck_pose + cfg.pose_noise * jax.random.normal(kn, neck_pose.shape, dtype)
+    poses = (global_pose, neck_pose, translation)
+    fit = functools.partial(_fit_chunk, fixed, _grams_jit(fixed, cfg.n_expr, active_joints(fixed, cfg.n_expr)), n_expr=cfg.n_expr,
+                            n_steps=cfg.n_steps, ridge=cfg.ridge)
+    psi, jaw, fit_residual = map_chunks(fit, (geometry, *poses), chunk)
+    psi, jaw = _character(psi, jaw, k_char, cfg)
+    residual, = map_chunks(lambda *a: (_residual_chunk(fixed, *a),), (psi, jaw, geometry, *poses), chunk)
+    expression = jnp.pad(psi, ((0, 0), (0, fixed.n_expr - cfg.n_expr)))
     shape = jnp.zeros((model.n_shape,), dtype) if shape is None else jnp.asarray(shape, dtype)
-    return TrackedSequence(expression, jaw, gp, npose, translation, shape, residual, fit_residual)
+    return TrackedSequence(expression, jaw, global_pose, neck_pose, translation, shape, residual, fit_residual)
 
 
 def tracked_vertices(model: FlameModel, seq: TrackedSequence) -> jnp.ndarray:
