@@ -7,7 +7,8 @@ Writes to the run directory: ``world/`` (the cache layout of flamejax.synthetic.
 ``generic_flame.pkl`` + ``landmark_embedding.npy`` (the generic model, FLAME's layouts),
 ``face_calibration/`` (the fitted generic semantic basis, one identity folder per performer,
 Simon-Says region masks: face-calibration's layout) and ``summary.json`` (per performer: signature
-strength and tracker residuals; per control: basis fit residual).
+strength, tracker residuals, signature vs tracker noise on the Simon-Says holds; per control:
+basis fit residual).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import flamejax as fj
 from flamejax.io.face_calibration import FaceCalibrationData
+from flamejax.synthetic.diagnostics import signature_report
 from flamejax.synthetic.target_rig import target_rig_vertices
 from flamejax.synthetic.world import World, WorldConfig, load_or_make_world, save_world
 
@@ -49,6 +51,13 @@ def simon_says_masks(world: World) -> list[np.ndarray]:
     return masks
 
 
+def signature_summary(world: World, performer: str, tracker: str) -> dict:
+    """Medians over the Simon-Says expressions of flamejax.synthetic.diagnostics' measures (mm)."""
+    report = signature_report(world, performer, tracker)
+    return {f"{field}_median": round(float(np.median(getattr(report, field))), 4)
+            for field in ("signature_mm", "noise_mm", "frame_noise_mm", "truth_mm", "motion_mm")}
+
+
 def summarize(world: World) -> dict:
     names = world.control_set.names
     per_performer = {}
@@ -61,6 +70,8 @@ def summarize(world: World) -> dict:
                 tracker: {take: round(float(np.median(seq.residual)) * 1e3, 4) for take, seq in takes[name].items()}
                 for tracker, takes in world.tracked.items()},
             "frames": {take: int(len(seq.controls)) for take, seq in world.sequences[name].items()},
+            "signature_vs_tracker_noise": {tracker: signature_summary(world, name, tracker)
+                                           for tracker in world.tracked},
         }
     residual = np.asarray(world.generic.residual) * 1e3
     return {
@@ -98,8 +109,10 @@ def main(dcfg: DictConfig) -> None:
           f"{cfg.n_performers} performers); basis fit residual median {lo} mm, max {hi} mm")
     for name, p in summary["performers"].items():
         res = ", ".join(f"{t}: {np.median(list(v.values())):.3f} mm" for t, v in p["tracker_residual_median_mm"].items())
+        sig = ", ".join(f"{t}: {v['signature_mm_median']:.2f} vs {v['noise_mm_median']:.2f} mm"
+                        for t, v in p["signature_vs_tracker_noise"].items())
         print(f"  {name}: gain log-std {p['gain_log_std']}, {p['crosstalk_links']} cross-talk links, "
-              f"tracker residuals {res}")
+              f"tracker residuals {res}; signature vs tracker noise {sig}")
     print(f"wrote the world, generic FLAME, face-calibration folder and summary.json to {out_dir}")
 
 
