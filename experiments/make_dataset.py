@@ -42,10 +42,11 @@ def world_config(data: dict) -> tuple[WorldConfig, str]:
 def simon_says_masks(world: World) -> list[np.ndarray]:
     """Vertex ids moved by each Simon-Says expression on the generic head (int32)."""
     model, target = world.generic.model, world.generic.target
-    neutral = target_rig_vertices(model, target, np.zeros(len(target.names)))
+    controls = np.concatenate([np.zeros((1, len(target.names))), world.control_set.simon_says.targets])
+    neutral, *expressions = target_rig_vertices(model, target, controls)
     masks = []
-    for targets in world.control_set.simon_says.targets:
-        moved = np.linalg.norm(target_rig_vertices(model, target, targets) - neutral, axis=1)
+    for vertices in expressions:
+        moved = np.linalg.norm(vertices - neutral, axis=1)
         ids = np.flatnonzero(moved > MASK_THRESHOLD_M)
         masks.append((ids if len(ids) else np.arange(model.n_vertices)).astype(np.int32))
     return masks

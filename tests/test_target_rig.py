@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from flamejax.semantic.controls import load_control_set
 from flamejax.synthetic import make_flame, make_head
 from flamejax.synthetic.fields import FLIP_X
 from flamejax.synthetic.head import KNOT, PART_HEAD
@@ -110,17 +111,21 @@ def _support(mesh, region):
                nose=(y > y_mouth) & (y < y_eye + 0.02) & (ax < 0.045),
                cheek=(y > y_chin - 0.01) & (y < y_eye + 0.01),
                mouth=(y > y_chin - 0.025) & (y < y_tip + 0.002),
+               chin=(y > y_chin - 0.03) & (y < y_mouth),
                jaw=(y < y_tip) | (jaw_weight(mesh) > 0))[region]
     return box & (front | (region == "jaw"))
 
 
 def test_localized_in_their_region(mesh, rig):
+    """Each control moves the head where its control-set region is."""
+    cs = load_control_set("metahuman")
+    regions = [cs.regions[cs.index(n)] for n in NAMES]
     for k, n in enumerate(NAMES):
         e = np.sum(rig.deltas[k] ** 2, axis=-1)
         if e.sum() == 0:
             continue
-        outside = e[~_support(mesh, rig.regions[k])].sum() / e.sum()
-        assert outside < 0.05, (n, rig.regions[k], outside)
+        outside = e[~_support(mesh, regions[k])].sum() / e.sum()
+        assert outside < 0.05, (n, regions[k], outside)
 
 
 def test_mirror_pairs_exact(mesh, rig):
@@ -215,3 +220,11 @@ def test_on_a_flame_model_matches_the_mesh():
     d = rig.deltas[IDX["mouthCornerPullL"]] + rig.deltas[IDX["browRaiseInR"]]
     brow = np.argmax(np.linalg.norm(rig.deltas[IDX["browRaiseInR"]], axis=-1))
     np.testing.assert_allclose(b[brow], tiny.vertices[brow] + d[brow], atol=1e-5)
+
+
+def test_mirror_twins_are_the_control_sets(rig):
+    """The rig's structural mirror pairs (one field is the other's reflection) are exactly the
+    control set's declared mirrors."""
+    cs = load_control_set("metahuman")
+    index = [cs.index(n) for n in NAMES]
+    np.testing.assert_array_equal([index[m] for m in rig.mirror], cs.mirror_indices[index])

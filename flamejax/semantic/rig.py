@@ -163,6 +163,7 @@ def rig_vertices_full(model: FlameModel, rig: SemanticRig, controls: jnp.ndarray
     return flame_forward(model, rig_flame_params(rig, controls, shape=shape, **pose)).vertices
 
 
+@jax.jit
 def rig_vertices_frames(model: FlameModel, rig: SemanticRig, controls: jnp.ndarray,
                         shape: Optional[jnp.ndarray] = None,
                         exprdirs: Optional[jnp.ndarray] = None) -> jnp.ndarray:

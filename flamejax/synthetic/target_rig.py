@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -48,24 +49,22 @@ from flamejax.semantic.rig import euler_to_axis_angle
 from flamejax.synthetic.head import (CUT_MOUTH, KNOT, PART_HEAD, SIDE_LOWER, SIDE_UPPER, HeadMesh,
                                      neutral_openings, surface)
 
-REGIONS = ("brow", "eye", "nose", "cheek", "mouth", "jaw")
 EULER_MIRROR = np.array([1.0, -1.0, -1.0])   # jaw Euler angles under x -> -x
 
 
 class TargetRig(NamedTuple):
     """names (K,); deltas (K, V, 3) metres at full activation; jaw (K, 3) Euler XYZ radians;
-    regions (K,) one of :data:`REGIONS`; mirror (K,) index of each control's mirror twin (itself
-    for centred controls)."""
+    mirror (K,) index of each control's mirror twin (itself for centred controls). Each control's
+    face region is the control set's (flamejax.semantic.controls), not the rig's."""
 
     names: tuple
     deltas: np.ndarray
     jaw: np.ndarray
-    regions: tuple
     mirror: np.ndarray
 
 
 # ---------------------------------------------------------------------------------------------
-# The table. One row per base control: kind, region, magnitude (a scale on the parameters'
+# The table. One row per base control: kind, magnitude (a scale on the parameters'
 # displacements), parameters. Positions: "x" in metres from the midline (left side, +x), "y" as
 # (landmark, offset in metres) with landmarks eye / brow / tip (nose tip) / mouth / chin.
 # Lip quadrant rows name the UL (upper) or DL (lower) control; L/R rows the L control.
@@ -73,79 +72,79 @@ class TargetRig(NamedTuple):
 _L, _UL, _DL, _C = "L", "UL", "DL", ""
 TABLE: dict[str, tuple] = {
     # --- brows
-    "browDown":            ("atom", "brow", 1.0, {"brow_lower": 1.0}),
-    "browLateral":         ("local", "brow", 1.0, dict(x=0.020, y=("eye", 0.022), sigma=(0.011, 0.009), disp=(-0.0035, -0.0012, 0.0008))),
-    "browRaiseIn":         ("atom", "brow", 0.9, {"brow_raise_inner": 1.0}),
-    "browRaiseOuter":      ("atom", "brow", 0.95, {"brow_raise_outer": 1.0}),
+    "browDown":            ("atom", 1.0, {"brow_lower": 1.0}),
+    "browLateral":         ("local", 1.0, dict(x=0.020, y=("eye", 0.022), sigma=(0.011, 0.009), disp=(-0.0035, -0.0012, 0.0008))),
+    "browRaiseIn":         ("atom", 0.9, {"brow_raise_inner": 1.0}),
+    "browRaiseOuter":      ("atom", 0.95, {"brow_raise_outer": 1.0}),
     # --- eyes
-    "eyeBlink":            ("atom", "eye", 1.0, {"blink": 1.0}),
-    "eyeWiden":            ("atom", "eye", 1.0, {"lid_wide": 1.0, "brow_raise_outer": 0.12, "brow_raise_inner": 0.12}),
-    "eyeSquintInner":      ("local", "eye", 1.0, dict(x=-0.007, y=("eye", -0.005), sigma=(0.006, 0.004), disp=(0.0003, 0.0016, 0.0004), rel_eye=True)),
-    "eyeCheekRaise":       ("atom", "cheek", 1.0, {"cheek_raise": 1.0, "lower_lid_raise": 0.35}),
-    "eyeFaceScrunch":      ("atom", "eye", 1.0, {"lid_tighten": 1.0, "brow_lower": 0.35, "cheek_raise": 0.4, "lower_lid_raise": 0.3}),
-    "eyeLowerLidUp":       ("atom", "eye", 0.8, {"lower_lid_raise": 1.0}),
-    "eyeLowerLidDown":     ("lid", "eye", 1.0, dict(down=0.0018)),
+    "eyeBlink":            ("atom", 1.0, {"blink": 1.0}),
+    "eyeWiden":            ("atom", 1.0, {"lid_wide": 1.0, "brow_raise_outer": 0.12, "brow_raise_inner": 0.12}),
+    "eyeSquintInner":      ("local", 1.0, dict(x=-0.007, y=("eye", -0.005), sigma=(0.006, 0.004), disp=(0.0003, 0.0016, 0.0004), rel_eye=True)),
+    "eyeCheekRaise":       ("atom", 1.0, {"cheek_raise": 1.0, "lower_lid_raise": 0.35}),
+    "eyeFaceScrunch":      ("atom", 1.0, {"lid_tighten": 1.0, "brow_lower": 0.35, "cheek_raise": 0.4, "lower_lid_raise": 0.3}),
+    "eyeLowerLidUp":       ("atom", 0.8, {"lower_lid_raise": 1.0}),
+    "eyeLowerLidDown":     ("lid", 1.0, dict(down=0.0018)),
     # --- nose
-    "noseWrinkle":         ("atom", "nose", 1.0, {"nose_wrinkle": 1.0, "nasolabial": 0.3}),
-    "noseNostrilDepress":  ("local", "nose", 1.0, dict(x=0.015, y=("tip", -0.008), sigma=(0.006, 0.005), disp=(0.0, -0.0018, -0.0005))),
-    "noseNostrilDilate":   ("atom", "nose", 0.8, {"nostril_flare": 1.0}),
-    "noseNostrilCompress": ("atom", "nose", -0.5, {"nostril_flare": 1.0}),
-    "noseNasolabialDeepen": ("atom", "cheek", 1.4, {"nasolabial": 1.0}),
+    "noseWrinkle":         ("atom", 1.0, {"nose_wrinkle": 1.0, "nasolabial": 0.3}),
+    "noseNostrilDepress":  ("local", 1.0, dict(x=0.015, y=("tip", -0.008), sigma=(0.006, 0.005), disp=(0.0, -0.0018, -0.0005))),
+    "noseNostrilDilate":   ("atom", 0.8, {"nostril_flare": 1.0}),
+    "noseNostrilCompress": ("atom", -0.5, {"nostril_flare": 1.0}),
+    "noseNasolabialDeepen": ("atom", 1.4, {"nasolabial": 1.0}),
     # --- cheeks
-    "mouthCheekSuck":      ("local", "cheek", 1.0, dict(x=0.046, y=("mouth", 0.004), sigma=(0.014, 0.015), disp=(-0.004, 0.0, -0.0015))),
-    "mouthCheekBlow":      ("atom", "cheek", 1.5, {"cheek_puff": 1.0}),
-    "mouthLipsBlow":       ("lips", "mouth", 1.0, dict(both=True, protrude=0.0035, bulge=0.003)),
+    "mouthCheekSuck":      ("local", 1.0, dict(x=0.046, y=("mouth", 0.004), sigma=(0.014, 0.015), disp=(-0.004, 0.0, -0.0015))),
+    "mouthCheekBlow":      ("atom", 1.5, {"cheek_puff": 1.0}),
+    "mouthLipsBlow":       ("lips", 1.0, dict(both=True, protrude=0.0035, bulge=0.003)),
     # --- the whole mouth
-    "mouthL":              ("atom", "mouth", 0.7, {"mouth_shift": 1.0}),
-    "mouthUp":             ("local", "mouth", 1.0, dict(x=0.0, y=("mouth", 0.0), sigma=(0.022, 0.013), disp=(0.0, 0.0035, 0.0), centred=True)),
-    "mouthDown":           ("local", "mouth", 1.0, dict(x=0.0, y=("mouth", 0.0), sigma=(0.022, 0.013), disp=(0.0, -0.0035, 0.0), centred=True)),
+    "mouthL":              ("atom", 0.7, {"mouth_shift": 1.0}),
+    "mouthUp":             ("local", 1.0, dict(x=0.0, y=("mouth", 0.0), sigma=(0.022, 0.013), disp=(0.0, 0.0035, 0.0), centred=True)),
+    "mouthDown":           ("local", 1.0, dict(x=0.0, y=("mouth", 0.0), sigma=(0.022, 0.013), disp=(0.0, -0.0035, 0.0), centred=True)),
     # --- lips and corners: primary
-    "mouthUpperLipRaise":  ("atom", "mouth", 1.0, {"upper_lip_raise": 1.0}),
-    "mouthLowerLipDepress": ("atom", "mouth", 1.0, {"lower_lip_depress": 1.0}),
-    "mouthCornerPull":     ("atom", "mouth", 1.0, {"lip_corner_pull": 1.0, "cheek_raise": 0.25}),
-    "mouthStretch":        ("atom", "mouth", 1.0, {"lip_stretch": 1.0}),
-    "mouthCornerDepress":  ("atom", "mouth", 1.0, {"lip_corner_depress": 1.0}),
-    "mouthPressUL":        ("lips", "mouth", 1.0, dict(to_line=0.45, protrude=-0.0018)),
-    "mouthPressDL":        ("lips", "mouth", 1.0, dict(to_line=0.45, protrude=-0.0018)),
-    "mouthLipsPurseUL":    ("lips", "mouth", 1.0, dict(protrude=0.0060, pinch=0.22, to_line=0.12)),
-    "mouthLipsPurseDL":    ("lips", "mouth", 1.0, dict(protrude=0.0060, pinch=0.22, to_line=0.12)),
-    "mouthLipsTowardsUL":  ("lips", "mouth", 1.0, dict(protrude=0.0070, pinch=0.12, to_line=0.18)),
-    "mouthLipsTowardsDL":  ("lips", "mouth", 1.0, dict(protrude=0.0070, pinch=0.12, to_line=0.18)),
-    "mouthFunnelUL":       ("lips", "mouth", 1.0, dict(protrude=0.0055, pinch=0.16, open=0.0022)),
-    "mouthFunnelDL":       ("lips", "mouth", 1.0, dict(protrude=0.0055, pinch=0.16, open=0.0022)),
-    "mouthUpperLipBite":   ("lips", "mouth", 1.0, dict(upper=True, roll_in=0.0045, lift=-0.0015)),
-    "mouthLowerLipBite":   ("lips", "mouth", 1.0, dict(upper=False, roll_in=0.0050, lift=0.0025)),
+    "mouthUpperLipRaise":  ("atom", 1.0, {"upper_lip_raise": 1.0}),
+    "mouthLowerLipDepress": ("atom", 1.0, {"lower_lip_depress": 1.0}),
+    "mouthCornerPull":     ("atom", 1.0, {"lip_corner_pull": 1.0, "cheek_raise": 0.25}),
+    "mouthStretch":        ("atom", 1.0, {"lip_stretch": 1.0}),
+    "mouthCornerDepress":  ("atom", 1.0, {"lip_corner_depress": 1.0}),
+    "mouthPressUL":        ("lips", 1.0, dict(to_line=0.45, protrude=-0.0018)),
+    "mouthPressDL":        ("lips", 1.0, dict(to_line=0.45, protrude=-0.0018)),
+    "mouthLipsPurseUL":    ("lips", 1.0, dict(protrude=0.0060, pinch=0.22, to_line=0.12)),
+    "mouthLipsPurseDL":    ("lips", 1.0, dict(protrude=0.0060, pinch=0.22, to_line=0.12)),
+    "mouthLipsTowardsUL":  ("lips", 1.0, dict(protrude=0.0070, pinch=0.12, to_line=0.18)),
+    "mouthLipsTowardsDL":  ("lips", 1.0, dict(protrude=0.0070, pinch=0.12, to_line=0.18)),
+    "mouthFunnelUL":       ("lips", 1.0, dict(protrude=0.0055, pinch=0.16, open=0.0022)),
+    "mouthFunnelDL":       ("lips", 1.0, dict(protrude=0.0055, pinch=0.16, open=0.0022)),
+    "mouthUpperLipBite":   ("lips", 1.0, dict(upper=True, roll_in=0.0045, lift=-0.0015)),
+    "mouthLowerLipBite":   ("lips", 1.0, dict(upper=False, roll_in=0.0050, lift=0.0025)),
     # --- lips and corners: tweakers (subtle)
-    "mouthLipsTogetherUL": ("lips", "mouth", 1.0, dict(lift=-0.0030, protrude=0.0006)),
-    "mouthLipsTogetherDL": ("lips", "mouth", 1.0, dict(lift=0.0035, protrude=0.0006)),
-    "mouthLipsTightenUL":  ("lips", "mouth", 1.0, dict(to_line=0.12, roll_in=0.0015, pinch=0.05)),
-    "mouthLipsTightenDL":  ("lips", "mouth", 1.0, dict(to_line=0.12, roll_in=0.0015, pinch=0.05)),
-    "mouthLipsPress":      ("local", "mouth", 1.0, dict(x=0.017, y=("mouth", 0.0), sigma=(0.008, 0.006), disp=(0.0, 0.0, -0.0015), to_line=0.2)),
-    "mouthSharpCornerPull": ("local", "mouth", 1.0, dict(x=0.0, y=("mouth", 0.0), sigma=(0.007, 0.006), disp=(0.0025, 0.0035, -0.001), at_corner=True)),
-    "mouthCornerSharpenUL": ("local", "mouth", 1.0, dict(x=-0.004, y=("mouth", 0.0015), sigma=(0.006, 0.004), disp=(0.0005, -0.0015, 0.0), at_corner=True, lip="upper")),
-    "mouthCornerSharpenDL": ("local", "mouth", 1.0, dict(x=-0.004, y=("mouth", -0.0015), sigma=(0.006, 0.004), disp=(0.0005, 0.0015, 0.0), at_corner=True, lip="lower")),
-    "mouthCornerRounderUL": ("local", "mouth", 1.0, dict(x=-0.004, y=("mouth", 0.0015), sigma=(0.006, 0.004), disp=(-0.0005, 0.0015, 0.0008), at_corner=True, lip="upper")),
-    "mouthCornerRounderDL": ("local", "mouth", 1.0, dict(x=-0.004, y=("mouth", -0.0015), sigma=(0.006, 0.004), disp=(-0.0005, -0.0015, 0.0008), at_corner=True, lip="lower")),
-    "mouthUpperLipTowardsTeeth": ("lips", "mouth", 1.0, dict(upper=True, roll_in=0.0028)),
-    "mouthLowerLipTowardsTeeth": ("lips", "mouth", 1.0, dict(upper=False, roll_in=0.0028)),
-    "mouthUpperLipShift":  ("lips", "mouth", 1.0, dict(upper=True, shift=0.0028)),
-    "mouthLowerLipShift":  ("lips", "mouth", 1.0, dict(upper=False, shift=0.0028)),
-    "mouthCornerUp":       ("local", "mouth", 1.0, dict(x=0.0, y=("mouth", 0.0), sigma=(0.008, 0.007), disp=(0.0, 0.0025, 0.0), at_corner=True)),
-    "mouthCornerDown":     ("local", "mouth", 1.0, dict(x=0.0, y=("mouth", 0.0), sigma=(0.008, 0.007), disp=(0.0, -0.0025, 0.0), at_corner=True)),
-    "mouthCornerWide":     ("local", "mouth", 1.0, dict(x=0.0, y=("mouth", 0.0), sigma=(0.008, 0.007), disp=(0.003, 0.0, -0.0008), at_corner=True)),
-    "mouthCornerNarrow":   ("local", "mouth", 1.0, dict(x=0.0, y=("mouth", 0.0), sigma=(0.008, 0.007), disp=(-0.003, 0.0, 0.0008), at_corner=True)),
+    "mouthLipsTogetherUL": ("lips", 1.0, dict(lift=-0.0030, protrude=0.0006)),
+    "mouthLipsTogetherDL": ("lips", 1.0, dict(lift=0.0035, protrude=0.0006)),
+    "mouthLipsTightenUL":  ("lips", 1.0, dict(to_line=0.12, roll_in=0.0015, pinch=0.05)),
+    "mouthLipsTightenDL":  ("lips", 1.0, dict(to_line=0.12, roll_in=0.0015, pinch=0.05)),
+    "mouthLipsPress":      ("local", 1.0, dict(x=0.017, y=("mouth", 0.0), sigma=(0.008, 0.006), disp=(0.0, 0.0, -0.0015), to_line=0.2)),
+    "mouthSharpCornerPull": ("local", 1.0, dict(x=0.0, y=("mouth", 0.0), sigma=(0.007, 0.006), disp=(0.0025, 0.0035, -0.001), at_corner=True)),
+    "mouthCornerSharpenUL": ("local", 1.0, dict(x=-0.004, y=("mouth", 0.0015), sigma=(0.006, 0.004), disp=(0.0005, -0.0015, 0.0), at_corner=True, lip="upper")),
+    "mouthCornerSharpenDL": ("local", 1.0, dict(x=-0.004, y=("mouth", -0.0015), sigma=(0.006, 0.004), disp=(0.0005, 0.0015, 0.0), at_corner=True, lip="lower")),
+    "mouthCornerRounderUL": ("local", 1.0, dict(x=-0.004, y=("mouth", 0.0015), sigma=(0.006, 0.004), disp=(-0.0005, 0.0015, 0.0008), at_corner=True, lip="upper")),
+    "mouthCornerRounderDL": ("local", 1.0, dict(x=-0.004, y=("mouth", -0.0015), sigma=(0.006, 0.004), disp=(-0.0005, -0.0015, 0.0008), at_corner=True, lip="lower")),
+    "mouthUpperLipTowardsTeeth": ("lips", 1.0, dict(upper=True, roll_in=0.0028)),
+    "mouthLowerLipTowardsTeeth": ("lips", 1.0, dict(upper=False, roll_in=0.0028)),
+    "mouthUpperLipShift":  ("lips", 1.0, dict(upper=True, shift=0.0028)),
+    "mouthLowerLipShift":  ("lips", 1.0, dict(upper=False, shift=0.0028)),
+    "mouthCornerUp":       ("local", 1.0, dict(x=0.0, y=("mouth", 0.0), sigma=(0.008, 0.007), disp=(0.0, 0.0025, 0.0), at_corner=True)),
+    "mouthCornerDown":     ("local", 1.0, dict(x=0.0, y=("mouth", 0.0), sigma=(0.008, 0.007), disp=(0.0, -0.0025, 0.0), at_corner=True)),
+    "mouthCornerWide":     ("local", 1.0, dict(x=0.0, y=("mouth", 0.0), sigma=(0.008, 0.007), disp=(0.003, 0.0, -0.0008), at_corner=True)),
+    "mouthCornerNarrow":   ("local", 1.0, dict(x=0.0, y=("mouth", 0.0), sigma=(0.008, 0.007), disp=(-0.003, 0.0, 0.0008), at_corner=True)),
     # --- jaw
-    "jawOpen":             ("jaw", "jaw", 1.0, dict(euler=(0.30, 0.0, 0.0))),
-    "jawLeft":             ("jaw", "jaw", 1.0, dict(euler=(0.0, 0.10, 0.0))),
-    "jawForward":          ("jaw", "jaw", 1.0, dict(shift=(0.0, 0.0, 0.005))),
-    "jawBack":             ("jaw", "jaw", 1.0, dict(shift=(0.0, 0.0, -0.0035))),
-    "jawClench":           ("local", "jaw", 1.0, dict(phi=1.05, y=("mouth", 0.006), sigma=(0.012, 0.014), normal=0.0025)),
-    "jawChinRaiseD":       ("atom", "jaw", 0.8, {"chin_raise": 1.0, "_half": True}),
-    "jawChinRaiseU":       ("local", "jaw", 1.0, dict(x=0.0, y=("mouth", -0.009), sigma=(0.016, 0.006), disp=(0.0, 0.002, 0.0015), lip="lower", half=True)),
-    "jawChinCompress":     ("local", "jaw", 1.0, dict(x=0.0, y=("chin", 0.0), sigma=(0.016, 0.012), disp=(0.0, 0.001, -0.0028), half=True)),
+    "jawOpen":             ("jaw", 1.0, dict(euler=(0.30, 0.0, 0.0))),
+    "jawLeft":             ("jaw", 1.0, dict(euler=(0.0, 0.10, 0.0))),
+    "jawForward":          ("jaw", 1.0, dict(shift=(0.0, 0.0, 0.005))),
+    "jawBack":             ("jaw", 1.0, dict(shift=(0.0, 0.0, -0.0035))),
+    "jawClench":           ("local", 1.0, dict(phi=1.05, y=("mouth", 0.006), sigma=(0.012, 0.014), normal=0.0025)),
+    "jawChinRaiseD":       ("atom", 0.8, {"chin_raise": 1.0, "_half": True}),
+    "jawChinRaiseU":       ("local", 1.0, dict(x=0.0, y=("mouth", -0.009), sigma=(0.016, 0.006), disp=(0.0, 0.002, 0.0015), lip="lower", half=True)),
+    "jawChinCompress":     ("local", 1.0, dict(x=0.0, y=("chin", 0.0), sigma=(0.016, 0.012), disp=(0.0, 0.001, -0.0028), half=True)),
     # Only meaningful on top of jawOpen: a little more opening, the lips stretched thin and the
     # corners drawn in, the chin lengthened.
-    "jawOpenExtreme":      ("jaw", "jaw", 1.0, dict(euler=(0.08, 0.0, 0.0), stretch=0.003)),
+    "jawOpenExtreme":      ("jaw", 1.0, dict(euler=(0.08, 0.0, 0.0), stretch=0.003)),
 }
 # Controls whose rows are "Left" (twin derived by mirroring) vs centred. Quadrant rows UL/DL.
 _CENTRED = {"mouthUp", "mouthDown", "jawOpen", "jawForward", "jawBack", "jawOpenExtreme"}
@@ -313,7 +312,7 @@ def _jaw(ctx: _Ctx, prm: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _row_field(ctx: _Ctx, row: str) -> tuple[np.ndarray, np.ndarray]:
-    kind, _, scale, prm = TABLE[row]
+    kind, scale, prm = TABLE[row]
     jaw = np.zeros(3)
     if kind == "atom":
         f = _atom(ctx, prm)
@@ -345,7 +344,6 @@ def make_target_rig(mesh: HeadMesh, names: Sequence[str], rng: np.random.Generat
     cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     deltas = np.zeros((len(names),) + mesh.vertices.shape)
     jaw = np.zeros((len(names), 3))
-    regions = []
     for k, name in enumerate(names):
         row, mirrored = CONTROLS[name]
         if row not in cache:
@@ -357,7 +355,6 @@ def make_target_rig(mesh: HeadMesh, names: Sequence[str], rng: np.random.Generat
         if mirrored:
             f, j = f[mesh.mirror] * FLIP_X, j * EULER_MIRROR
         deltas[k], jaw[k] = f, j
-        regions.append(TABLE[row][1])
     index = {n: k for k, n in enumerate(names)}
     mirror = np.arange(len(names))
     for k, name in enumerate(names):
@@ -365,7 +362,7 @@ def make_target_rig(mesh: HeadMesh, names: Sequence[str], rng: np.random.Generat
         twins = [n for n, (r, m) in CONTROLS.items() if r == row and n != name]
         if twins and twins[0] in index:
             mirror[k] = index[twins[0]]
-    return TargetRig(names=names, deltas=deltas, jaw=jaw, regions=tuple(regions), mirror=mirror)
+    return TargetRig(names=names, deltas=deltas, jaw=jaw, mirror=mirror)
 
 
 def rig_flame_model(model_or_mesh, rig: TargetRig):
@@ -394,10 +391,19 @@ def rig_jaw_pose(rig: TargetRig, controls) -> jnp.ndarray:
     return euler_to_axis_angle(euler, "xyz")
 
 
+@jax.jit
+def _rig_frames(model: FlameModel, controls, jaw_euler):
+    def one(c, e):
+        return flame_forward(model, FlameParams(expression=c, jaw_pose=euler_to_axis_angle(e, "xyz"))).vertices
+    return jax.vmap(one)(controls, jaw_euler)
+
+
 def target_rig_vertices(model_or_mesh, rig: TargetRig, controls) -> np.ndarray:
-    """(V, 3) the rig's output for controls (K,): template + sum_k c_k deltas_k, then the jaw
-    rotation sum_k c_k jaw_k through FLAME's skinning (zero identity, other poses zero)."""
+    """(V, 3) the rig's output for controls (K,), or (T, V, 3) for (T, K): template + sum_k c_k
+    deltas_k, then the jaw rotation sum_k c_k jaw_k through FLAME's skinning (zero identity,
+    other poses zero)."""
     model = rig_flame_model(model_or_mesh, rig)
-    c = jnp.asarray(controls, model.dtype)
-    out = flame_forward(model, FlameParams(expression=c, jaw_pose=rig_jaw_pose(rig, c).astype(model.dtype)))
-    return np.asarray(out.vertices)
+    c = np.asarray(controls, np.float64)
+    frames = np.atleast_2d(c)
+    out = np.asarray(_rig_frames(model, jnp.asarray(frames, model.dtype), jnp.asarray(frames @ rig.jaw, model.dtype)))
+    return out[0] if c.ndim == 1 else out

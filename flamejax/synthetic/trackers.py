@@ -316,8 +316,12 @@ def track(model: FlameModel, geometry, global_pose, neck_pose, cfg: TrackerConfi
     return TrackedSequence(expression, jaw, global_pose, neck_pose, translation, shape, residual, fit_residual)
 
 
-def tracked_vertices(model: FlameModel, seq: TrackedSequence) -> jnp.ndarray:
+_vertices_chunk = jax.jit(jax.vmap(_frame_vertices, in_axes=(None, 0, 0, 0, 0, 0)))
+
+
+def tracked_vertices(model: FlameModel, seq: TrackedSequence, *, chunk: int = 256) -> jnp.ndarray:
     """(T, V, 3) metres: the generic model evaluated at the tracked parameters."""
     fixed = dataclasses.replace(bind_identity(model, seq.shape), landmarks=None)
-    return jax.jit(jax.vmap(_frame_vertices, in_axes=(None, 0, 0, 0, 0, 0)))(
-        fixed, seq.expression, seq.jaw_pose, seq.global_pose, seq.neck_pose, seq.translation)
+    frames = (seq.expression, seq.jaw_pose, seq.global_pose, seq.neck_pose, seq.translation)
+    vertices, = map_chunks(lambda *f: (_vertices_chunk(fixed, *f),), [jnp.asarray(f) for f in frames], chunk)
+    return vertices
