@@ -24,11 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 import flamejax as fj
 from flamejax.io.face_calibration import FaceCalibrationData
 from flamejax.synthetic.diagnostics import signature_report
-from flamejax.synthetic.target_rig import target_rig_vertices
-from flamejax.synthetic.world import World, WorldConfig, load_or_make_world, save_world
-
-MASK_THRESHOLD_M = 5e-4  # a Simon-Says mask holds the vertices its expression moves by more than this
-
+from flamejax.synthetic.world import World, WorldConfig, load_or_make_world, save_world, simon_says_masks
 
 def world_config(data: dict) -> tuple[WorldConfig, str]:
     """conf/data/synthetic.yaml -> (typed world config, cache dir)."""
@@ -37,19 +33,6 @@ def world_config(data: dict) -> tuple[WorldConfig, str]:
         raise ValueError("make_dataset generates the synthetic world (data=synthetic)")
     cache_dir = data.pop("cache_dir", None)
     return WorldConfig.from_dict(data), cache_dir
-
-
-def simon_says_masks(world: World) -> list[np.ndarray]:
-    """Vertex ids moved by each Simon-Says expression on the generic head (int32)."""
-    model, target = world.generic.model, world.generic.target
-    controls = np.concatenate([np.zeros((1, len(target.names))), world.control_set.simon_says.targets])
-    neutral, *expressions = target_rig_vertices(model, target, controls)
-    masks = []
-    for vertices in expressions:
-        moved = np.linalg.norm(vertices - neutral, axis=1)
-        ids = np.flatnonzero(moved > MASK_THRESHOLD_M)
-        masks.append((ids if len(ids) else np.arange(model.n_vertices)).astype(np.int32))
-    return masks
 
 
 def signature_summary(world: World, performer: str, tracker: str) -> dict:

@@ -36,7 +36,7 @@ import numpy as np
 from flamejax.semantic.rig import rig_vertices_frames
 from flamejax.synthetic.performers import performer_vertices
 from flamejax.synthetic.trackers import TrackerConfig, track, tracked_vertices
-from flamejax.synthetic.world import World
+from flamejax.synthetic.world import World, tracked_geometry
 
 
 class SignatureReport(NamedTuple):
@@ -68,13 +68,12 @@ def signature_report(world: World, performer: str, tracker: str, *, region_fract
     seq = world.sequences[performer]["simon_says"]
     person = world.performers[performer]
     cfg = dict(world.config.trackers)[tracker]
-    noisy = world.tracked[tracker][performer]["simon_says"]
     geometry = performer_vertices(model, world.generic.target, person, seq.controls, seq.global_pose,
                                   seq.neck_pose)
     # no randomness is left in the config, so the key does not matter
     clean = track(model, geometry, seq.global_pose, seq.neck_pose, noise_free(cfg), jax.random.key(0),
                   shape=person.beta)
-    noisy_v = np.asarray(tracked_vertices(model, _canonical(noisy)))
+    noisy_v = tracked_geometry(world, tracker, performer, "simon_says")
     clean_v = np.asarray(tracked_vertices(model, _canonical(clean)))
     zeros = np.zeros_like(seq.global_pose)
     truth = np.asarray(performer_vertices(model, world.generic.target, person, seq.controls, zeros, zeros))

@@ -5,6 +5,8 @@
     world.sequences["performer00"]["simon_says"]     # intended controls per frame (the truth)
     world.tracked["OS1"]["performer00"]["rom1"]      # what tracker OS1 reports for that take
     performer_geometry(world, "performer00", "rom1") # (T, V, 3) the performer's true meshes
+    tracked_geometry(world, "OS1", "performer00", "simon_says")  # (T, V, 3) tracked, canonical pose
+    simon_says_masks(world)                          # per expression: the vertex ids it moves
 
 Everything is deterministic given the :class:`WorldConfig`, whose fields are the world's knobs
 (fix them before running a method against the world; results must say which world they used).
@@ -37,7 +39,8 @@ from flamejax.synthetic.performers import Performer, SignatureConfig, make_perfo
 from flamejax.synthetic.semantic_model import GenericSemanticModel, make_generic_semantic_model
 from flamejax.synthetic.sequences import (Sequence, SequenceConfig, pangram_sequence, rom_sequence,
                                           simon_says_sequence)
-from flamejax.synthetic.trackers import OS1, OS2, TrackedSequence, TrackerConfig, track
+from flamejax.synthetic.target_rig import target_rig_vertices
+from flamejax.synthetic.trackers import OS1, OS2, TrackedSequence, TrackerConfig, track, tracked_vertices
 from flamejax.synthetic import make_head
 
 TAKES = ("simon_says", "rom1", "rom2", "pangram")
@@ -116,6 +119,31 @@ def _geometry(generic: GenericSemanticModel, performer: Performer, seq: Sequence
 def performer_geometry(world: World, performer: str, take: str) -> np.ndarray:
     """(T, V, 3) metres: the performer's true meshes for one take (recomputed, not cached)."""
     return _geometry(world.generic, world.performers[performer], world.sequences[performer][take])
+
+
+def tracked_geometry(world: World, tracker: str, performer: str, take: str) -> np.ndarray:
+    """(T, V, 3) metres: what ``tracker`` reports for the take, as geometry of the generic model
+    with the tracked expression and jaw and the performer's identity, in the canonical head pose
+    (global and neck rotation zero, no translation): the geometry calibration and rig-inversion
+    tracking work on."""
+    seq = world.tracked[tracker][performer][take]
+    zeros = np.zeros_like(np.asarray(seq.global_pose))
+    canonical = seq._replace(global_pose=zeros, neck_pose=zeros, translation=zeros)
+    return np.asarray(tracked_vertices(world.generic.model, canonical))
+
+
+def simon_says_masks(world: World, threshold: float = 5e-4) -> list[np.ndarray]:
+    """Per Simon-Says expression, the vertex ids (int32) the generic target rig moves by more than
+    ``threshold`` metres at that expression's controls (all vertices for an expression that moves
+    nothing): face-calibration's ``masks/<i>.npy`` for the synthetic world."""
+    model, target = world.generic.model, world.generic.target
+    controls = np.concatenate([np.zeros((1, len(target.names))), world.control_set.simon_says.targets])
+    neutral, *expressions = target_rig_vertices(model, target, controls)
+    masks = []
+    for vertices in expressions:
+        ids = np.flatnonzero(np.linalg.norm(vertices - neutral, axis=1) > threshold)
+        masks.append((ids if len(ids) else np.arange(model.n_vertices)).astype(np.int32))
+    return masks
 
 
 def _track_all(cfg: WorldConfig, generic, performers, sequences) -> dict:
