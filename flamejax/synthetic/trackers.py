@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from flamejax.chunking import map_chunks
-from flamejax.flame import (FixedIdentityFlame, FlameModel, FlameParams, _pose_matrices, _world_transforms,
-                            bind_identity, flame_forward_fixed)
+from flamejax.flame import FixedIdentityFlame, FlameModel, bind_identity
+from flamejax.gauss_newton import Grams, frame_vertices as _frame_vertices, make_grams, normal_equations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,11 +95,6 @@ class TrackedSequence(NamedTuple):
     fit_residual: jnp.ndarray
 
 
-def _frame_vertices(fixed: FixedIdentityFlame, expression, jaw, global_pose, neck_pose, translation):
-    return flame_forward_fixed(fixed, FlameParams(expression=expression, jaw_pose=jaw, global_pose=global_pose,
-                                                  neck_pose=neck_pose, translation=translation)).vertices
-
-
 def _rms(a, b):
     return jnp.sqrt(jnp.mean(jnp.sum((a - b) ** 2, axis=-1)))
 
@@ -134,94 +128,18 @@ def fit_frame(fixed: FixedIdentityFlame, vertices, global_pose, neck_pose, trans
     return x[:n_expr], x[n_expr:]
 
 
-class _Grams(NamedTuple):
-    """Per-model constants of the fast expression normal equations (see :func:`_fit_frame_fast`).
-    With B_v (3, n) the expression basis at vertex v, w_j(v) the skinning weights and A the
-    *active* joints (those whose weights touch a vertex the basis moves; FLAME's eyes are not):
-    g (A*3, A*3, n, n) = sum_v w_j w_k B_v[a]^T B_v[b] at [(j, a), (k, b)], j, k in A; h (A, A, 3, n)
-    = sum_v w_j w_k B_v; s (J, J) = sum_v w_j w_k over all joints; basis (n, 3, V) the B_v;
-    joints (A,) int32 the active joints' indices."""
-
-    g: jnp.ndarray
-    h: jnp.ndarray
-    s: jnp.ndarray
-    basis: jnp.ndarray
-    joints: jnp.ndarray
-
-
-def active_joints(fixed: FixedIdentityFlame, n_expr: int) -> tuple[int, ...]:
-    """Joints whose skinning weights overlap a vertex the first ``n_expr`` expression modes move
-    (concrete arrays: decided once per model, outside compiled code)."""
-    moving = np.any(np.asarray(fixed.blenddirs[:n_expr]) != 0, axis=(0, 1))
-    return tuple(int(j) for j in np.flatnonzero(np.any(np.asarray(fixed.weights)[:, moving] != 0, axis=1)))
-
-
-def _grams(fixed: FixedIdentityFlame, n_expr: int, joints: Optional[tuple[int, ...]] = None) -> _Grams:
-    """The grams over ``joints`` (default: all; exact whenever they include :func:`active_joints`)."""
-    joints = tuple(range(fixed.weights.shape[0])) if joints is None else joints
-    basis = fixed.blenddirs[:n_expr]                                  # (n, 3, V)
-    w = fixed.weights
-    wa = w[jnp.asarray(joints)]                                        # (A, V)
-    x = (wa[:, None, None, :] * jnp.swapaxes(basis, 0, 1)[None]).reshape(len(joints) * 3, n_expr, -1)
-    hi = jax.lax.Precision.HIGHEST
-    g = jnp.einsum("pmv,qnv->pqmn", x, x, precision=hi)
-    h = jnp.einsum("jv,kv,mav->jkam", wa, wa, basis, precision=hi)
-    s = jnp.einsum("jv,kv->jk", w, w, precision=hi)
-    return _Grams(g, h, s, basis, jnp.asarray(joints, jnp.int32))
-
-
-def _fit_frame_fast(fixed: FixedIdentityFlame, grams: _Grams, vertices, global_pose, neck_pose, translation, *,
+def _fit_frame_fast(fixed: FixedIdentityFlame, grams: Grams, vertices, global_pose, neck_pose, translation, *,
                     n_expr: int, n_steps: int, ridge: float):
-    """:func:`fit_frame` with the same Gauss-Newton steps, without a per-frame Jacobian of the
-    expression block: at fixed poses the vertex v moves by J_v psi with J_v = sum_j w_j(v)
-    (W_j B_v + D_j) (W_j the joints' world rotations, D_j (3, n) how the joints' skinning
-    translations move with psi through the joint regressor), so J^T J is a contraction of the
-    per-model grams with W_j^T W_k and D_j, and J^T r one pass of the basis over M_v^T r_v. Only
-    the jaw's 3 columns are differentiated (forward mode)."""
-    n_v = vertices.shape[0]
+    """:func:`fit_frame` with the same Gauss-Newton steps, the normal equations formed from
+    per-model grams (:mod:`flamejax.gauss_newton`) instead of a per-frame Jacobian."""
     dtype = vertices.dtype
     reg = jnp.concatenate([jnp.full((n_expr,), ridge), jnp.zeros((3,))]).astype(dtype)
     lev = jnp.zeros_like(reg).at[n_expr:].set(1e-9)
-    w = fixed.weights
-
-    def verts(psi, jaw):
-        return _frame_vertices(fixed, psi, jaw, global_pose, neck_pose, translation)
-
-    def rotations_and_d(jaw):
-        rot = _pose_matrices(FlameParams(global_pose=global_pose, neck_pose=neck_pose, jaw_pose=jaw), dtype)
-
-        def skin_t(psi):
-            joints = fixed.j_rest + jnp.einsum("jxe,e->jx", fixed.j_exprdirs[..., :n_expr], psi)
-            world_r, world_t = _world_transforms(rot, joints, fixed.parents)
-            return world_t - jnp.einsum("jab,jb->ja", world_r, joints)
-
-        world_r, _ = _world_transforms(rot, fixed.j_rest, fixed.parents)
-        d = jax.jacfwd(skin_t)(jnp.zeros((n_expr,), dtype))             # (J, 3, n), exact (linear)
-        return world_r, d
-
-    def jt(world_r, d, u):
-        """J_psi^T u for u (..., V, 3) -> (..., n)."""
-        m_rot = jnp.einsum("jv,jxa->vxa", w, world_r)                   # (V, 3, 3) blended rotations
-        mu = jnp.einsum("vxa,...vx->...av", m_rot, u)
-        wu = jnp.einsum("jv,...vx->...jx", w, u)
-        return jnp.einsum("nav,...av->...n", grams.basis, mu) + jnp.einsum("jxn,...jx->...n", d, wu)
 
     def solve(x):
-        psi, jaw = x[:n_expr], x[n_expr:]
-        world_r, d = rotations_and_d(jaw)
-        v, dv = jax.vmap(lambda t: jax.jvp(lambda j: verts(psi, j), (jaw,), (t,)), out_axes=(None, 0))(
-            jnp.eye(3, dtype=dtype))                                    # v (V, 3), dv (3, V, 3)
-        r = v - vertices
-        ra, da = world_r[grams.joints], d[grams.joints]
-        c = jnp.einsum("jxa,kxb->jakb", ra, ra).reshape(grams.g.shape[0], grams.g.shape[1])
-        cross = jnp.einsum("jkam,jxa,kxn->mn", grams.h, ra, da)
-        h_pp = (jnp.einsum("pq,pqmn->mn", c, grams.g) + cross + cross.T
-                + jnp.einsum("jk,jxm,kxn->mn", grams.s, d, d))
-        both = jt(world_r, d, jnp.concatenate([r[None], dv], 0))        # (4, n)
-        h_pj = both[1:].T                                               # (n, 3)
-        h_jj = jnp.einsum("ivx,kvx->ik", dv, dv)
-        h = jnp.block([[h_pp, h_pj], [h_pj.T, h_jj]]) / n_v + jnp.diag(reg)
-        g = jnp.concatenate([both[0], jnp.einsum("ivx,vx->i", dv, r)]) / n_v
+        h, g, _ = normal_equations(fixed, grams, x[:n_expr], x[n_expr:], global_pose, neck_pose, translation,
+                                   vertices)
+        h = h + jnp.diag(reg)
         dd = jnp.sqrt(jnp.maximum(jnp.diagonal(h), 1e-30))
         hs = h / dd[:, None] / dd[None, :] + jnp.diag(lev)
         return x - jnp.linalg.solve(hs, (g + reg * x) / dd) / dd
@@ -254,9 +172,6 @@ def apply_character(expression, jaw, cfg: TrackerConfig, key):
     if cfg.clamp_jaw_open:
         jaw = jaw.at[:, 0].set(jnp.maximum(jaw[:, 0], 0.0))
     return expression, jaw
-
-
-_grams_jit = jax.jit(_grams, static_argnums=(1, 2))
 
 
 @functools.partial(jax.jit, static_argnames=("n_expr", "n_steps", "ridge"))
@@ -306,7 +221,7 @@ def track(model: FlameModel, geometry, global_pose, neck_pose, cfg: TrackerConfi
     global_pose = global_pose + cfg.pose_noise * jax.random.normal(kg, global_pose.shape, dtype)
     neck_pose = neck_pose + cfg.pose_noise * jax.random.normal(kn, neck_pose.shape, dtype)
     poses = (global_pose, neck_pose, translation)
-    fit = functools.partial(_fit_chunk, fixed, _grams_jit(fixed, cfg.n_expr, active_joints(fixed, cfg.n_expr)), n_expr=cfg.n_expr,
+    fit = functools.partial(_fit_chunk, fixed, make_grams(fixed, cfg.n_expr), n_expr=cfg.n_expr,
                             n_steps=cfg.n_steps, ridge=cfg.ridge)
     psi, jaw, fit_residual = map_chunks(fit, (geometry, *poses), chunk)
     psi, jaw = _character(psi, jaw, k_char, cfg)
