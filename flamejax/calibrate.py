@@ -1,0 +1,348 @@
+"""Simon-Says calibration (DESIGN.md section 1, the paper's Eq. 1), with jaxopt's L-BFGS.
+
+The performer acts ~20 prompted expressions; expression k has intended controls c_k (K,) and
+tracked geometry v_k (V, 3) in the canonical head pose. Calibration changes the rig's FLAME
+expression basis E (E, V, 3) (and optionally the semantic basis B (P, K) and offset g (P,)) so
+that the rig R(c) = FLAME(beta, expression=theta[:n_expr], jaw=theta[n_expr:]), theta = B c + g,
+reproduces them:
+
+    f(x) = sum_k a_k wmse_k(x) / n_expr_seen                        expressions (data)
+         + w_combo * mean_j mean_v |R(c_j; x) - R(c_j; x0)|^2 / L^2  combinations keep working
+         + reg * ||z||^2                                            stay near the generic rig
+
+with wmse_k = sum_v m_k(v) |R(c_k; x) - v_k(v)|^2 / (sum_v m_k(v) L^2) the mask-weighted mean
+square of sample k, a_k = 1 / (number of samples of k's expression), so every expression counts
+once whether its hold frames were averaged or kept ("mean" and "all" give the same minimiser),
+and L = ``cfg.length`` (1 mm): every term is in mm^2 whatever the mesh size.
+
+Units of the regulariser. The optimiser works on the normalised change z of the parameters x:
+- exprdirs: z_E = (E - E0) / (L sqrt(V)), so ||z_E||^2 = sum_e mean_v |dE_e|^2 / L^2: the squared
+  RMS geometry change (mm^2) each expression component makes at unit coefficient;
+- B, g: z = (B - B0) * s_p / L with s_p ~ RMS_v |dR/dtheta_p| at the neutral face (metres per
+  unit theta_p; radians for the jaw rows; see :func:`_theta_scale`), so ||z_B||^2 is, to first order, the squared RMS
+  geometry change (mm^2) each control makes at full activation.
+Normalised this way the objective's gradient and Hessian do not scale with V or the basis
+magnitude, so one ``reg`` and one ``tol`` work for any mesh (and L-BFGS's first step is sane).
+
+Only directions of E that some Simon-Says theta_k exercises are identifiable (the data term is
+E applied to the psi_k); L-BFGS's iterates move only inside that span (the gradient lies in
+it), and the regulariser makes the problem strictly convex within it.
+
+Everything is per performer and jit/vmap-able: batch performers with :func:`calibrate_many`.
+Export: ``save_flame(calibrated_model(model, result), "performer.pkl")``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import jaxopt
+import numpy as np
+
+from flamejax.flame import FlameModel
+from flamejax.semantic.rig import SemanticRig, rig_vertices_frames
+
+PARAMETERS = ("exprdirs", "rig", "both")
+
+
+class SimonSaysData(NamedTuple):
+    """Calibration samples of one performer (a pytree; stack for vmap).
+
+    controls (N, K) intended controls; vertices (N, V, 3) tracked geometry, canonical pose,
+    metres; weights (N, V) per-vertex mask weights (0 outside the expression's region);
+    expression (N,) int32 Simon-Says expression index, -1 for padding (ignored).
+    """
+
+    controls: jnp.ndarray
+    vertices: jnp.ndarray
+    weights: jnp.ndarray
+    expression: jnp.ndarray
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class CalibrationConfig:
+    """Knobs of :func:`calibrate_simon_says`. A pytree: the numbers are leaves, so changing
+    them does not recompile; ``parameters``, ``maxiter`` and ``history_size`` are static.
+
+    reg: weight of ||z||^2 (module doc); 1e-3 is small next to a unit coefficient's fit (the
+      rig's theta entries are O(1)), so the fit is barely shrunk, yet nearly collinear
+      Simon-Says thetas cannot blow the basis up.
+    w_combo: weight of the mean combination term relative to the mean expression term (1: a
+      combination counts like the average expression).
+    tol: stop when the gradient norm of f (normalised units, independent of V) is below it.
+    use_masks: weight vertices by ``data.weights``; False: every vertex counts.
+    length: L in metres, the unit of every term (1 mm).
+    parameters: "exprdirs" (the paper's default: a calibrated FLAME file), "rig" (B and g
+      only) or "both". maxiter: L-BFGS iterations at most (100 converge the default world's
+      20 expressions to < 1% of the objective). history_size: L-BFGS memory. linesearch:
+      jaxopt's ("zoom": fewest evaluations; "backtracking": half the compile time).
+    """
+
+    reg: float = 1e-3
+    w_combo: float = 1.0
+    tol: float = 1e-4
+    use_masks: bool = True
+    length: float = 1e-3
+    parameters: str = dataclasses.field(default="exprdirs", metadata=dict(static=True))
+    maxiter: int = dataclasses.field(default=100, metadata=dict(static=True))
+    history_size: int = dataclasses.field(default=10, metadata=dict(static=True))
+    linesearch: str = dataclasses.field(default="zoom", metadata=dict(static=True))
+
+    def __post_init__(self):
+        if self.parameters not in PARAMETERS:
+            raise ValueError(f"parameters must be one of {PARAMETERS}, got {self.parameters!r}")
+        if self.maxiter < 1:
+            raise ValueError(f"maxiter must be >= 1, got {self.maxiter}")
+        # leaves are tracers when JAX rebuilds the config inside a transformation: check numbers only
+        for name in ("reg", "w_combo", "tol", "length"):
+            value = getattr(self, name)
+            if isinstance(value, (int, float)) and (value < 0 or (name == "length" and value == 0)):
+                raise ValueError(f"{name} must be {'> 0' if name == 'length' else '>= 0'}, got {value}")
+
+
+class CalibratedRig(NamedTuple):
+    """exprdirs (E, V, 3) the calibrated expression basis (metres per unit coefficient) and the
+    (possibly recalibrated) SemanticRig."""
+
+    exprdirs: jnp.ndarray
+    rig: SemanticRig
+
+
+class CalibrationState(NamedTuple):
+    """iter_num () L-BFGS iterations run; value () final objective (mm^2, module doc);
+    error () final gradient norm; history (maxiter + 1,) objective after i iterations
+    (entry 0: the generic rig), NaN past iter_num; residual_before / residual_after (N,)
+    weighted RMS metres of each sample (a Simon-Says expression with frames="mean");
+    combination_drift (C,) RMS metres between calibrated and uncalibrated rig at each
+    combination; stalled () True when a step failed to decrease f: it was rejected and the solver
+    stopped at the last good iterate (in float32 the usual way to stop once f is converged
+    to its resolution)."""
+
+    iter_num: jnp.ndarray
+    value: jnp.ndarray
+    error: jnp.ndarray
+    history: jnp.ndarray
+    residual_before: jnp.ndarray
+    residual_after: jnp.ndarray
+    combination_drift: jnp.ndarray
+    stalled: jnp.ndarray
+
+
+# ---------------------------------------------------------------- data
+
+
+def simon_says_data(controls, vertices, hold, masks: Optional[Sequence] = None,
+                    frames: str = "mean") -> SimonSaysData:
+    """Samples from a Simon-Says take (NumPy, outside jit: the sample count depends on the data).
+
+    controls (T, K); vertices (T, V, 3) metres; hold (T,) int: expression index on labelled hold
+    frames, -1 elsewhere; masks: per expression the vertex ids of its region (e.g.
+    face-calibration's ``masks/<i>.npy``), or None for all vertices. frames: "mean" averages
+    each expression's hold frames into one sample (N = expressions held, in index order);
+    "all" keeps every hold frame (N = hold frames, in time order).
+    """
+    controls, vertices, hold = np.asarray(controls), np.asarray(vertices), np.asarray(hold)
+    if controls.ndim != 2:
+        raise ValueError(f"controls must be (T, K), got shape {controls.shape}")
+    t = controls.shape[0]
+    if vertices.ndim != 3 or vertices.shape[0] != t or vertices.shape[2] != 3:
+        raise ValueError(f"vertices must be (T={t}, V, 3), got shape {vertices.shape}")
+    if hold.shape != (t,) or not np.issubdtype(hold.dtype, np.integer):
+        raise ValueError(f"hold must be an integer array of shape ({t},), got {hold.dtype} {hold.shape}")
+    if frames not in ("mean", "all"):
+        raise ValueError(f"frames must be 'mean' or 'all', got {frames!r}")
+    n_v = vertices.shape[1]
+    labelled = np.flatnonzero(hold >= 0)
+    if len(labelled) == 0:
+        raise ValueError("no labelled hold frames (hold >= 0)")
+    if masks is not None and len(masks) <= hold.max():
+        raise ValueError(f"{len(masks)} masks but hold labels go up to expression {hold.max()}")
+    if frames == "mean":
+        expression = np.unique(hold[labelled])
+        c = np.stack([controls[hold == e].mean(0) for e in expression])
+        v = np.stack([vertices[hold == e].mean(0) for e in expression])
+    else:
+        expression, c, v = hold[labelled], controls[labelled], vertices[labelled]
+    weights = np.ones((len(expression), n_v), vertices.dtype)
+    if masks is not None:
+        weights[:] = 0
+        for row, e in enumerate(expression):
+            ids = np.asarray(masks[e])
+            if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer) or len(ids) == 0 \
+                    or ids.min() < 0 or ids.max() >= n_v:
+                raise ValueError(f"mask {e} must be non-empty integer vertex ids in [0, {n_v})")
+            weights[row, ids] = 1
+    return SimonSaysData(jnp.asarray(c), jnp.asarray(v), jnp.asarray(weights),
+                         jnp.asarray(expression, jnp.int32))
+
+
+def stack_data(samples: Sequence[SimonSaysData]) -> SimonSaysData:
+    """Stack performers' data for :func:`calibrate_many`, padding to the largest N with
+    ignored samples (expression -1, zero weights)."""
+    n = max(len(d.expression) for d in samples)
+
+    def pad(d: SimonSaysData) -> SimonSaysData:
+        extra = n - len(d.expression)
+        rows = lambda x, value=0: jnp.concatenate([x, jnp.full((extra,) + x.shape[1:], value, x.dtype)])
+        return SimonSaysData(rows(d.controls), rows(d.vertices), rows(d.weights), rows(d.expression, -1))
+
+    return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *map(pad, samples))
+
+
+# ---------------------------------------------------------------- objective
+
+
+def _theta_scale(model: FlameModel, rig: SemanticRig, beta) -> jnp.ndarray:
+    """(P,) s_p ~ RMS_v |dR/dtheta_p| at the neutral face, metres per unit theta_p, floored so a
+    component that moves nothing cannot blow up the normalisation.
+
+    Expression rows: exactly RMS_v |E0_p|. Jaw (and neck) rows: the skinning lever
+    w_j(v) |e_i x (v - J_j)| of a small rotation about axis i (the pose correctives' share is
+    left out: it is small, and this is only a scale). Closed form, so it costs no extra compile.
+    """
+    v = model.v_template + jnp.einsum("s,svx->vx", jnp.zeros(model.n_shape, model.dtype).at[:beta.shape[0]]
+                                      .set(beta), model.identity_dirs)
+    joints = model.j_regressor @ v
+    expr = jnp.sqrt(jnp.mean(jnp.sum(model.exprdirs[:rig.n_expr] ** 2, -1), -1))
+    rows = [expr]
+    for joint in (2, 1)[:1 + rig.has_neck]:  # jaw, then neck
+        arm = v - joints[joint]                                       # (V, 3)
+        lever = jnp.cross(jnp.eye(3, dtype=v.dtype)[:, None, :], arm[None])  # (3, V, 3)
+        rows.append(jnp.sqrt(jnp.mean(model.weights[:, joint] ** 2 * jnp.sum(lever ** 2, -1), -1)))
+    s = jnp.concatenate(rows)
+    return jnp.maximum(s, 1e-6 * jnp.max(s))
+
+
+def _unpack(z, x0: CalibratedRig, scale, cfg: CalibrationConfig) -> CalibratedRig:
+    """Normalised change z (dict) -> parameters (module doc)."""
+    e0, rig0 = x0
+    n_v = e0.shape[1]
+    exprdirs = e0 + z["exprdirs"] * (cfg.length * np.sqrt(n_v)) if "exprdirs" in z else e0
+    rig = rig0
+    if "basis" in z:
+        inv = (cfg.length / scale).astype(e0.dtype)
+        rig = dataclasses.replace(rig0, basis=rig0.basis + z["basis"] * inv[:, None],
+                                  offset=rig0.offset + z["offset"] * inv)
+    return CalibratedRig(exprdirs, rig)
+
+
+def _weighted_ms(diff, weights):
+    """diff (N, V, 3), weights (N, V) -> (N,) weighted mean squared distance."""
+    return jnp.sum(weights * jnp.sum(diff ** 2, -1), -1) / jnp.maximum(jnp.sum(weights, -1), 1e-30)
+
+
+def _objective(z, x0, scale, model, beta, data, weights, sample_w, combos, combo_targets, cfg):
+    x = _unpack(z, x0, scale, cfg)
+    length2 = cfg.length ** 2
+    pred = rig_vertices_frames(model, x.rig, data.controls, shape=beta, exprdirs=x.exprdirs)
+    f = jnp.sum(sample_w * _weighted_ms(pred - data.vertices, weights)) / jnp.maximum(jnp.sum(sample_w), 1.0)
+    f = f / length2
+    if combos is not None and combos.shape[0] > 0:
+        out = rig_vertices_frames(model, x.rig, combos, shape=beta, exprdirs=x.exprdirs)
+        f = f + cfg.w_combo * jnp.mean(jnp.sum((out - combo_targets) ** 2, -1)) / length2
+    return f + cfg.reg * sum(jnp.sum(v ** 2) for v in jax.tree_util.tree_leaves(z))
+
+
+# ---------------------------------------------------------------- solver
+
+
+@jax.jit
+def calibrate_simon_says(model: FlameModel, rig: SemanticRig, beta: jnp.ndarray, data: SimonSaysData,
+                         combinations: Optional[jnp.ndarray] = None,
+                         cfg: CalibrationConfig = CalibrationConfig()):
+    """Calibrate one performer's rig. -> (CalibratedRig, CalibrationState).
+
+    model: the generic FlameModel (its exprdirs are the starting point E0); rig: its
+    SemanticRig (B0, g0); beta (<=S,) the performer's identity; data: :class:`SimonSaysData`;
+    combinations (C, K) controls whose target is the uncalibrated rig's own output, or None.
+    Runs ``cfg.maxiter`` L-BFGS iterations at most (stops when the gradient norm < ``cfg.tol``).
+    """
+    n, k = data.controls.shape
+    if data.vertices.shape != (n, model.n_vertices, 3) or data.weights.shape != (n, model.n_vertices) \
+            or data.expression.shape != (n,) or k != rig.n_controls:
+        raise ValueError(f"data shapes {[x.shape for x in data]} do not fit a model of {model.n_vertices} "
+                         f"vertices and a rig of {rig.n_controls} controls")
+    model = dataclasses.replace(model, landmarks=None)   # only vertices are needed
+    dt = model.dtype
+    beta = jnp.asarray(beta, dt)
+    data = SimonSaysData(data.controls.astype(dt), data.vertices.astype(dt), data.weights.astype(dt),
+                         data.expression)
+    rig = dataclasses.replace(rig, basis=rig.basis.astype(dt), offset=rig.offset.astype(dt))
+    x0 = CalibratedRig(model.exprdirs, rig)
+    valid = data.expression >= 0
+    weights = jnp.where(cfg.use_masks, data.weights, 1.0)
+    weights = weights * valid[:, None]
+    # a_k: each expression counts once however many of its frames are samples.
+    same = (data.expression[:, None] == data.expression[None, :]) & valid[None, :]
+    sample_w = jnp.where(valid, 1.0 / jnp.maximum(jnp.sum(same, 1), 1), 0.0).astype(dt)
+    combo_targets = None
+    if combinations is not None:
+        combinations = jnp.asarray(combinations, dt)
+        combo_targets = rig_vertices_frames(model, rig, combinations, shape=beta)
+
+    z0 = {}
+    if cfg.parameters in ("exprdirs", "both"):
+        z0["exprdirs"] = jnp.zeros_like(model.exprdirs)
+    if cfg.parameters in ("rig", "both"):
+        z0["basis"], z0["offset"] = jnp.zeros_like(rig.basis), jnp.zeros_like(rig.offset)
+    scale = _theta_scale(model, rig, beta) if "basis" in z0 else None
+    args = (x0, scale, model, beta, data, weights, sample_w, combinations, combo_targets, cfg)
+    # The stopping rule is ours (cond below): jaxopt's own maxiter/tol only govern its run().
+    solver = jaxopt.LBFGS(fun=lambda z: _objective(z, *args), maxiter=cfg.maxiter,
+                          history_size=cfg.history_size, linesearch=cfg.linesearch)
+    state = solver.init_state(z0)
+    history = jnp.full((cfg.maxiter + 1,), jnp.nan, dt).at[0].set(state.value)
+
+    # while_loop, not scan: a converged performer stops (under vmap it idles until all stop).
+    def cond(carry):
+        _, st, _, stop = carry
+        return (st.iter_num < cfg.maxiter) & (st.error > cfg.tol) & ~stop
+
+    def body(carry):
+        z, st, hist, _ = carry
+        new_z, new_st = solver.update(z, st)
+        # jaxopt takes the step even when its line search fails; a failed search that still
+        # decreases f is kept (backtracking "fails" on the curvature condition often), one that
+        # does not (f at float32 resolution, or a bad direction) is rejected and ends the run.
+        stop = ~(new_st.value < st.value)
+        z, st = jax.tree_util.tree_map(lambda old, new: jnp.where(stop, old, new), (z, st), (new_z, new_st))
+        return z, st, hist.at[st.iter_num].set(st.value), stop
+
+    z, state, history, stopped = jax.lax.while_loop(cond, body, (z0, state, history, jnp.asarray(False)))
+    x = _unpack(z, x0, scale, cfg)
+
+    def residual(params: CalibratedRig):
+        pred = rig_vertices_frames(model, params.rig, data.controls, shape=beta, exprdirs=params.exprdirs)
+        return jnp.sqrt(_weighted_ms(pred - data.vertices, weights))
+
+    if combinations is None or combinations.shape[0] == 0:
+        drift = jnp.zeros((0,), dt)
+    else:
+        out = rig_vertices_frames(model, x.rig, combinations, shape=beta, exprdirs=x.exprdirs)
+        drift = jnp.sqrt(jnp.mean(jnp.sum((out - combo_targets) ** 2, -1), -1))
+    return x, CalibrationState(state.iter_num, state.value, state.error, history,
+                               residual(x0), residual(x), drift, stopped)
+
+
+def calibrate_many(model: FlameModel, rig: SemanticRig, betas: jnp.ndarray, data: SimonSaysData,
+                   combinations: Optional[jnp.ndarray] = None,
+                   cfg: CalibrationConfig = CalibrationConfig()):
+    """:func:`calibrate_simon_says` vmapped over performers: betas (M, S), data with a leading
+    M axis (:func:`stack_data`); model, rig and combinations shared. Outputs gain the M axis."""
+    return _calibrate_many(model, rig, betas, data, combinations, cfg)
+
+
+@jax.jit
+def _calibrate_many(model, rig, betas, data, combinations, cfg):
+    return jax.vmap(calibrate_simon_says, in_axes=(None, None, 0, 0, None, None))(
+        model, rig, betas, data, combinations, cfg)
+
+
+def calibrated_model(model: FlameModel, calibrated: CalibratedRig) -> FlameModel:
+    """The FLAME model with the calibrated expression basis: save it with
+    :func:`flamejax.io.save_flame` (the semantic rig, if recalibrated, is ``calibrated.rig``)."""
+    return model.with_exprdirs(calibrated.exprdirs)
