@@ -118,9 +118,9 @@ class CalibrationState(NamedTuple):
     (entry 0: the generic rig), NaN past iter_num; residual_before / residual_after (N,)
     weighted RMS metres of each sample (a Simon-Says expression with frames="mean");
     combination_drift (C,) RMS metres between calibrated and uncalibrated rig at each
-    combination; stalled () True when a step failed to decrease f: it was rejected and the solver
-    stopped at the last good iterate (in float32 the usual way to stop once f is converged
-    to its resolution)."""
+    combination; stalled () True when two steps in a row (the second after clearing the L-BFGS
+    memory) failed to decrease f: the solver stopped at the last good iterate (in float32 the
+    usual way to stop once f is converged to its resolution)."""
 
     iter_num: jnp.ndarray
     value: jnp.ndarray
@@ -299,20 +299,24 @@ def calibrate_simon_says(model: FlameModel, rig: SemanticRig, beta: jnp.ndarray,
 
     # while_loop, not scan: a converged performer stops (under vmap it idles until all stop).
     def cond(carry):
-        _, st, _, stop = carry
-        return (st.iter_num < cfg.maxiter) & (st.error > cfg.tol) & ~stop
+        _, st, _, fails = carry
+        return (st.iter_num < cfg.maxiter) & (st.error > cfg.tol) & (fails < 2)
 
     def body(carry):
-        z, st, hist, _ = carry
+        z, st, hist, fails = carry
         new_z, new_st = solver.update(z, st)
-        # jaxopt takes the step even when its line search fails; a failed search that still
-        # decreases f is kept (backtracking "fails" on the curvature condition often), one that
-        # does not (f at float32 resolution, or a bad direction) is rejected and ends the run.
-        stop = ~(new_st.value < st.value)
-        z, st = jax.tree_util.tree_map(lambda old, new: jnp.where(stop, old, new), (z, st), (new_z, new_st))
-        return z, st, hist.at[st.iter_num].set(st.value), stop
+        # jaxopt takes the step even when its line search fails. A step that does not decrease
+        # f is rejected and the L-BFGS memory cleared (a restart along -grad); a second failure
+        # in a row ends the run (f at float32 resolution, usually).
+        ok = new_st.value < st.value
+        restart = st._replace(s_history=jax.tree_util.tree_map(jnp.zeros_like, st.s_history),
+                              y_history=jax.tree_util.tree_map(jnp.zeros_like, st.y_history),
+                              rho_history=jnp.zeros_like(st.rho_history), gamma=jnp.ones_like(st.gamma))
+        z, st = jax.tree_util.tree_map(lambda old, new: jnp.where(ok, new, old), (z, restart), (new_z, new_st))
+        return z, st, hist.at[st.iter_num].set(st.value), jnp.where(ok, 0, fails + 1)
 
-    z, state, history, stopped = jax.lax.while_loop(cond, body, (z0, state, history, jnp.asarray(False)))
+    z, state, history, fails = jax.lax.while_loop(cond, body, (z0, state, history, jnp.asarray(0)))
+    stopped = fails >= 2
     x = _unpack(z, x0, scale, cfg)
 
     def residual(params: CalibratedRig):
