@@ -31,6 +31,7 @@ and still parallel over frames); the first solve is without the coupling.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple, Optional
 
 import jax
@@ -234,45 +235,126 @@ class RigInversion:
         return c, InversionState(it, value, moved, done, residual)
 
 
-def _solve_frames(problem, targets, init, weights, anchor, anchor_weight, cfg: InversionConfig):
+def _solve_frames(problem, targets, init, anchor, anchor_weight, weights, *, cfg: InversionConfig):
     solver = RigInversion(cfg)
     return jax.vmap(lambda y, c0, a, aw: solver.run(c0, problem, y, weights, a, aw))(targets, init, anchor,
                                                                                      anchor_weight)
 
 
-def _neighbour_anchor(controls, smoothness):
-    """Mean of each frame's neighbours and the weight 2 s (1 s at the two ends)."""
+def _neighbour_anchor(controls, smoothness, n_frames: int):
+    """Mean of each frame's neighbours and the weight 2 s (1 s at the two ends; 0 for a single
+    frame). Frames from ``n_frames`` on are padding: they neither have nor are neighbours."""
     t = controls.shape[0]
-    if t == 1:
-        return controls, jnp.zeros((1,), controls.dtype)
+    idx = jnp.arange(t)
     prev = jnp.concatenate([controls[:1], controls[:-1]])
     nxt = jnp.concatenate([controls[1:], controls[-1:]])
-    ends = (jnp.arange(t) == 0) | (jnp.arange(t) == t - 1)
-    anchor = jnp.where(ends[:, None], jnp.where(jnp.arange(t)[:, None] == 0, nxt, prev), 0.5 * (prev + nxt))
-    return anchor, smoothness * jnp.where(ends, 1.0, 2.0).astype(controls.dtype)
+    has_prev, has_next = (idx > 0) & (idx < n_frames), idx < n_frames - 1
+    count = has_prev.astype(controls.dtype) + has_next.astype(controls.dtype)
+    total = jnp.where(has_prev[:, None], prev, 0.0) + jnp.where(has_next[:, None], nxt, 0.0)
+    anchor = jnp.where(count[:, None] > 0, total / jnp.maximum(count, 1.0)[:, None], controls)
+    return anchor, smoothness * count
 
 
 def track_controls(problem: InversionProblem, targets, weights: InversionWeights = InversionWeights(),
-                   config: InversionConfig = InversionConfig(), init=None):
+                   config: InversionConfig = InversionConfig(), init=None, *, devices=None):
     """Invert the rig on every frame: targets (T, V, 3) metres (canonical head pose) ->
     (controls (T, K), InversionState with (T,) fields). init (T, K) or (K,) or None (zeros).
-    With ``weights.smoothness > 0`` and ``config.sweeps > 0`` the frames are coupled (module doc)."""
-    return _track(problem, jnp.asarray(targets, problem.fixed.dtype), weights, init, config=config)
+    With ``weights.smoothness > 0`` and ``config.sweeps > 0`` the frames are coupled (module doc).
 
-
-def _track_impl(problem, targets, weights, init, config: InversionConfig):
-    t, k = targets.shape[0], problem.rig.n_controls
+    devices: the devices to spread the frames over (default: all of ``jax.devices()``). With more
+    than one, the frames are padded to a multiple of their number and split into contiguous
+    blocks, one per device, each solved there by the same compiled program (the rig is copied to
+    every device); the results form one array sharded along the frames
+    (``jax.sharding.NamedSharding``). The temporal sweeps exchange the block edges between
+    sweeps. The result is the same as on one device."""
     dtype = problem.fixed.dtype
-    c0 = jnp.zeros((t, k), dtype) if init is None else jnp.broadcast_to(jnp.asarray(init, dtype), (t, k))
-    zeros = jnp.zeros((t, k), dtype)
-    controls, state = _solve_frames(problem, targets, c0, weights, zeros, jnp.zeros((t,), dtype), config)
+    targets = _check_targets(problem, targets)
+    t, k = targets.shape[0], problem.rig.n_controls
+    init = jnp.zeros((t, k), dtype) if init is None else jnp.broadcast_to(jnp.asarray(init, dtype), (t, k))
+    devices = jax.devices() if devices is None else list(devices)
+    if len(devices) == 1:
+        return _track(problem, targets, weights, init, config=config, n_frames=t)
+    return _track_on_devices(problem, targets, weights, init, config, devices)
+
+
+def _track_on_devices(problem, targets, weights, init, config: InversionConfig, devices):
+    # Why not one partitioned program: XLA partitions a vmapped while_loop by synchronising all
+    # devices on every iteration's stopping test (and on virtual CPU devices that program did not
+    # finish); per-device programs run independently.
+    t, n = targets.shape[0], len(devices)
+    per = -(-t // n)
+    pad = per * n - t
+    targets = jnp.concatenate([targets, jnp.repeat(targets[-1:], pad, 0)])
+    controls = jnp.concatenate([init, jnp.repeat(init[-1:], pad, 0)])
+    dtype = problem.fixed.dtype
+    blocks = [slice(i * per, (i + 1) * per) for i in range(n)]
+    local = [(jax.device_put(problem, d), jax.device_put(targets[b], d)) for d, b in zip(devices, blocks)]
+
+    # Virtual CPU devices share one thread pool, and concurrent executions of this program on them
+    # can wedge it (observed here with --xla_force_host_platform_device_count): on CPU the blocks
+    # run one after another; on accelerators they run concurrently (asynchronous dispatch).
+    serial = all(d.platform == "cpu" for d in devices)
+
+    def solve(controls, anchor, anchor_weight):
+        outs = []
+        for (p, y), d, b in zip(local, devices, blocks):
+            out = _solve_jit(p, y, jax.device_put(controls[b], d), jax.device_put(anchor[b], d),
+                             jax.device_put(anchor_weight[b], d), weights, cfg=config)
+            outs.append(jax.block_until_ready(out) if serial else out)
+        host = [jax.device_get(o) for o in outs]
+        return jax.tree_util.tree_map(lambda *x: np.concatenate(x), *host)
+
+    controls, state = solve(np.asarray(controls), np.zeros_like(controls), np.zeros(per * n, dtype))
+    if config.sweeps > 0 and float(weights.smoothness) > 0:
+        for _ in range(config.sweeps):
+            anchor, aw = _neighbour_anchor(jnp.asarray(controls), jnp.asarray(weights.smoothness, dtype), t)
+            controls, state = solve(controls, np.asarray(anchor), np.asarray(aw))
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("frames",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("frames"))
+    controls = jax.device_put(controls, sharding)[:t]
+    return controls, jax.tree_util.tree_map(lambda x: jnp.asarray(x[:t]), state)
+
+
+def track_sweep(problem: InversionProblem, targets, weights: InversionWeights,
+                config: InversionConfig = InversionConfig()):
+    """A grid of G weight settings in one compiled, vmapped program: ``weights`` with (G,)
+    leaves -> (controls (G, T, K), state with (G, T) fields). One device."""
+    targets = _check_targets(problem, targets)
+    t, k = targets.shape[0], problem.rig.n_controls
+    init = jnp.zeros((t, k), problem.fixed.dtype)
+    weights = InversionWeights(*(jnp.asarray(w, problem.fixed.dtype) for w in weights))
+    return _sweep(problem, targets, weights, init, config=config, n_frames=t)
+
+
+def _check_targets(problem: InversionProblem, targets):
+    targets = jnp.asarray(targets, problem.fixed.dtype)
+    n_v = problem.fixed.rest.shape[1]
+    if targets.ndim != 3 or targets.shape[1:] != (n_v, 3) or targets.shape[0] == 0:
+        raise ValueError(f"targets must be (T, {n_v}, 3) with T >= 1 (the rig's vertices), got {targets.shape}")
+    return targets
+
+
+def _track_impl(problem, targets, weights, init, config: InversionConfig, n_frames: int):
+    t = targets.shape[0]
+    dtype = problem.fixed.dtype
+    solve = lambda *a: _solve_frames(problem, *a, weights, cfg=config)  # noqa: E731
+    zeros = jnp.zeros_like(init)
+    controls, state = solve(targets, init, zeros, jnp.zeros((t,), dtype))
     if config.sweeps > 0:
         def sweep(carry, _):
-            anchor, aw = _neighbour_anchor(carry[0], jnp.asarray(weights.smoothness, dtype))
-            return _solve_frames(problem, targets, carry[0], weights, anchor, aw, config), None
+            anchor, aw = _neighbour_anchor(carry[0], jnp.asarray(weights.smoothness, dtype), n_frames)
+            return solve(targets, carry[0], anchor, aw), None
         smooth = lambda: jax.lax.scan(sweep, (controls, state), None, length=config.sweeps)[0]  # noqa: E731
         controls, state = jax.lax.cond(jnp.asarray(weights.smoothness) > 0, smooth, lambda: (controls, state))
     return controls, state
 
 
-_track = jax.jit(_track_impl, static_argnames=("config",))
+_track = jax.jit(_track_impl, static_argnames=("config", "n_frames"))
+_solve_jit = jax.jit(_solve_frames, static_argnames=("cfg",))
+
+
+def _sweep_impl(problem, targets, weights, init, config: InversionConfig, n_frames: int):
+    return jax.vmap(lambda w: _track_impl(problem, targets, w, init, config, n_frames))(weights)
+
+
+_sweep = jax.jit(_sweep_impl, static_argnames=("config", "n_frames"))
