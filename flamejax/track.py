@@ -31,7 +31,6 @@ and still parallel over frames); the first solve is without the coupling.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import NamedTuple, Optional
 
 import jax
@@ -256,63 +255,66 @@ def _neighbour_anchor(controls, smoothness, n_frames: int):
 
 
 def track_controls(problem: InversionProblem, targets, weights: InversionWeights = InversionWeights(),
-                   config: InversionConfig = InversionConfig(), init=None, *, devices=None):
+                   config: InversionConfig = InversionConfig(), init=None, *, devices=None, block: int = 32):
     """Invert the rig on every frame: targets (T, V, 3) metres (canonical head pose) ->
     (controls (T, K), InversionState with (T,) fields). init (T, K) or (K,) or None (zeros).
     With ``weights.smoothness > 0`` and ``config.sweeps > 0`` the frames are coupled (module doc).
 
-    devices: the devices to spread the frames over (default: all of ``jax.devices()``). With more
-    than one, the frames are padded to a multiple of their number and split into contiguous
-    blocks, one per device, each solved there by the same compiled program (the rig is copied to
-    every device); the results form one array sharded along the frames
-    (``jax.sharding.NamedSharding``). The temporal sweeps exchange the block edges between
-    sweeps. The result is the same as on one device."""
+    Frames are solved in blocks of ``block`` (the last one padded): a vmapped solver iterates until
+    its slowest frame has converged, so small blocks waste less, and every sequence length reuses
+    one compiled program. devices: where the blocks run (default: all of ``jax.devices()``),
+    round-robin, each device holding a copy of the rig; with several, the result is one array
+    sharded along the frames (``jax.sharding.NamedSharding``). The temporal sweeps exchange
+    neighbouring frames between sweeps. The result does not depend on the devices."""
     dtype = problem.fixed.dtype
     targets = _check_targets(problem, targets)
     t, k = targets.shape[0], problem.rig.n_controls
     init = jnp.zeros((t, k), dtype) if init is None else jnp.broadcast_to(jnp.asarray(init, dtype), (t, k))
     devices = jax.devices() if devices is None else list(devices)
-    if len(devices) == 1:
+    if len(devices) == 1 and t <= block:
         return _track(problem, targets, weights, init, config=config, n_frames=t)
-    return _track_on_devices(problem, targets, weights, init, config, devices)
+    return _track_blocks(problem, targets, weights, init, config, devices, block)
 
 
-def _track_on_devices(problem, targets, weights, init, config: InversionConfig, devices):
-    # Why not one partitioned program: XLA partitions a vmapped while_loop by synchronising all
-    # devices on every iteration's stopping test (and on virtual CPU devices that program did not
-    # finish); per-device programs run independently.
-    t, n = targets.shape[0], len(devices)
-    per = -(-t // n)
-    pad = per * n - t
+def _track_blocks(problem, targets, weights, init, config: InversionConfig, devices, block: int):
+    # Why not one partitioned program over several devices: XLA partitions a vmapped while_loop
+    # by synchronising all devices on every iteration's stopping test (and on virtual CPU devices
+    # that program did not finish); per-block programs run independently.
+    t = targets.shape[0]
+    n_blocks = -(-t // block)
+    pad = n_blocks * block - t
     targets = jnp.concatenate([targets, jnp.repeat(targets[-1:], pad, 0)])
-    controls = jnp.concatenate([init, jnp.repeat(init[-1:], pad, 0)])
+    controls = np.asarray(jnp.concatenate([init, jnp.repeat(init[-1:], pad, 0)]))
     dtype = problem.fixed.dtype
-    blocks = [slice(i * per, (i + 1) * per) for i in range(n)]
-    local = [(jax.device_put(problem, d), jax.device_put(targets[b], d)) for d, b in zip(devices, blocks)]
-
+    spans = [slice(b * block, (b + 1) * block) for b in range(n_blocks)]
+    where = [devices[b % len(devices)] for b in range(n_blocks)]
+    copies = {d: jax.device_put(problem, d) for d in devices}
+    local = [jax.device_put(targets[sp], d) for sp, d in zip(spans, where)]
     # Virtual CPU devices share one thread pool, and concurrent executions of this program on them
-    # can wedge it (observed here with --xla_force_host_platform_device_count): on CPU the blocks
-    # run one after another; on accelerators they run concurrently (asynchronous dispatch).
-    serial = all(d.platform == "cpu" for d in devices)
+    # can wedge it (observed with --xla_force_host_platform_device_count): there the blocks run one
+    # after another; on accelerators they run concurrently (asynchronous dispatch).
+    serial = len(devices) > 1 and all(d.platform == "cpu" for d in devices)
 
     def solve(controls, anchor, anchor_weight):
         outs = []
-        for (p, y), d, b in zip(local, devices, blocks):
-            out = _solve_jit(p, y, jax.device_put(controls[b], d), jax.device_put(anchor[b], d),
-                             jax.device_put(anchor_weight[b], d), weights, cfg=config)
+        for sp, d, y in zip(spans, where, local):
+            out = _solve_jit(copies[d], y, jax.device_put(controls[sp], d), jax.device_put(anchor[sp], d),
+                             jax.device_put(anchor_weight[sp], d), weights, cfg=config)
             outs.append(jax.block_until_ready(out) if serial else out)
         host = [jax.device_get(o) for o in outs]
         return jax.tree_util.tree_map(lambda *x: np.concatenate(x), *host)
 
-    controls, state = solve(np.asarray(controls), np.zeros_like(controls), np.zeros(per * n, dtype))
+    controls, state = solve(controls, np.zeros_like(controls), np.zeros(len(controls), dtype))
     if config.sweeps > 0 and float(weights.smoothness) > 0:
         for _ in range(config.sweeps):
             anchor, aw = _neighbour_anchor(jnp.asarray(controls), jnp.asarray(weights.smoothness, dtype), t)
             controls, state = solve(controls, np.asarray(anchor), np.asarray(aw))
-    mesh = jax.sharding.Mesh(np.asarray(devices), ("frames",))
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("frames"))
-    controls = jax.device_put(controls, sharding)[:t]
-    return controls, jax.tree_util.tree_map(lambda x: jnp.asarray(x[:t]), state)
+    controls, state = jnp.asarray(controls[:t]), jax.tree_util.tree_map(lambda x: jnp.asarray(x[:t]), state)
+    if len(devices) > 1:
+        mesh = jax.sharding.Mesh(np.asarray(devices), ("frames",))
+        spec = jax.sharding.PartitionSpec("frames") if t % len(devices) == 0 else jax.sharding.PartitionSpec()
+        controls = jax.device_put(controls, jax.sharding.NamedSharding(mesh, spec))
+    return controls, state
 
 
 def track_sweep(problem: InversionProblem, targets, weights: InversionWeights,
