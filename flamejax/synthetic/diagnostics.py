@@ -35,7 +35,7 @@ import numpy as np
 
 from flamejax.semantic.rig import rig_vertices_frames
 from flamejax.synthetic.performers import performer_vertices
-from flamejax.synthetic.trackers import TrackerConfig, track, tracked_vertices
+from flamejax.synthetic.trackers import TrackerConfig, canonical_pose, track, tracked_vertices
 from flamejax.synthetic.world import World, tracked_geometry
 
 
@@ -56,11 +56,6 @@ def noise_free(cfg: TrackerConfig) -> TrackerConfig:
                                pose_noise=0.0)
 
 
-def _canonical(seq):
-    zeros = jnp.zeros_like(seq.global_pose)
-    return seq._replace(global_pose=zeros, neck_pose=zeros)
-
-
 def signature_report(world: World, performer: str, tracker: str, *, region_fraction: float = 0.2) -> SignatureReport:
     """Compare, on ``performer``'s Simon-Says hold frames, the world's ``tracker`` output with the
     generic rig at the intended controls and with the tracker's noise (module docstring)."""
@@ -74,7 +69,7 @@ def signature_report(world: World, performer: str, tracker: str, *, region_fract
     clean = track(model, geometry, seq.global_pose, seq.neck_pose, noise_free(cfg), jax.random.key(0),
                   shape=person.beta)
     noisy_v = tracked_geometry(world, tracker, performer, "simon_says")
-    clean_v = np.asarray(tracked_vertices(model, _canonical(clean)))
+    clean_v = np.asarray(tracked_vertices(model, canonical_pose(clean)))
     zeros = np.zeros_like(seq.global_pose)
     truth = np.asarray(performer_vertices(model, world.generic.target, person, seq.controls, zeros, zeros))
 

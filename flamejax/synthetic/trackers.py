@@ -231,6 +231,13 @@ def track(model: FlameModel, geometry, global_pose, neck_pose, cfg: TrackerConfi
     return TrackedSequence(expression, jaw, global_pose, neck_pose, translation, shape, residual, fit_residual)
 
 
+def canonical_pose(seq: TrackedSequence) -> TrackedSequence:
+    """The same tracked sequence in the canonical head pose (global and neck rotation and
+    translation zero): what calibration and rig inversion compare geometry in."""
+    zeros = jnp.zeros_like(jnp.asarray(seq.global_pose))
+    return seq._replace(global_pose=zeros, neck_pose=zeros, translation=zeros)
+
+
 _vertices_chunk = jax.jit(jax.vmap(_frame_vertices, in_axes=(None, 0, 0, 0, 0, 0)))
 
 

@@ -40,7 +40,8 @@ from flamejax.synthetic.semantic_model import GenericSemanticModel, make_generic
 from flamejax.synthetic.sequences import (Sequence, SequenceConfig, pangram_sequence, rom_sequence,
                                           simon_says_sequence)
 from flamejax.synthetic.target_rig import target_rig_vertices
-from flamejax.synthetic.trackers import OS1, OS2, TrackedSequence, TrackerConfig, track, tracked_vertices
+from flamejax.synthetic.trackers import (OS1, OS2, TrackedSequence, TrackerConfig, canonical_pose, track,
+                                        tracked_vertices)
 from flamejax.synthetic import make_head
 
 TAKES = ("simon_says", "rom1", "rom2", "pangram")
@@ -126,10 +127,7 @@ def tracked_geometry(world: World, tracker: str, performer: str, take: str) -> n
     with the tracked expression and jaw and the performer's identity, in the canonical head pose
     (global and neck rotation zero, no translation): the geometry calibration and rig-inversion
     tracking work on."""
-    seq = world.tracked[tracker][performer][take]
-    zeros = np.zeros_like(np.asarray(seq.global_pose))
-    canonical = seq._replace(global_pose=zeros, neck_pose=zeros, translation=zeros)
-    return np.asarray(tracked_vertices(world.generic.model, canonical))
+    return np.asarray(tracked_vertices(world.generic.model, canonical_pose(world.tracked[tracker][performer][take])))
 
 
 def simon_says_masks(world: World, threshold: float = 5e-4) -> list[np.ndarray]:
