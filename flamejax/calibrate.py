@@ -19,7 +19,7 @@ Units of the regulariser. The optimiser works on the normalised change z of the 
 - exprdirs: z_E = (E - E0) / (L sqrt(V)), so ||z_E||^2 = sum_e mean_v |dE_e|^2 / L^2: the squared
   RMS geometry change (mm^2) each expression component makes at unit coefficient;
 - B, g: z = (B - B0) * s_p / L with s_p ~ RMS_v |dR/dtheta_p| at the neutral face (metres per
-  unit theta_p; radians for the jaw rows; see :func:`_theta_scale`), so ||z_B||^2 is, to first order, the squared RMS
+  unit theta_p; radians for the jaw rows; see :func:`theta_scale`), so ||z_B||^2 is, to first order, the squared RMS
   geometry change (mm^2) each control makes at full activation.
 Normalised this way the objective's gradient and Hessian do not scale with V or the basis
 magnitude, so one ``reg`` and one ``tol`` work for any mesh (and L-BFGS's first step is sane).
@@ -39,9 +39,9 @@ from typing import NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import jaxopt
 import numpy as np
 
+from flamejax.descent import minimize_lbfgs
 from flamejax.flame import FlameModel
 from flamejax.semantic.rig import SemanticRig, rig_vertices_frames
 
@@ -196,7 +196,7 @@ def stack_data(samples: Sequence[SimonSaysData]) -> SimonSaysData:
 # ---------------------------------------------------------------- objective
 
 
-def _theta_scale(model: FlameModel, rig: SemanticRig, beta) -> jnp.ndarray:
+def theta_scale(model: FlameModel, rig: SemanticRig, beta) -> jnp.ndarray:
     """(P,) s_p ~ RMS_v |dR/dtheta_p| at the neutral face, metres per unit theta_p, floored so a
     component that moves nothing cannot blow up the normalisation.
 
@@ -289,34 +289,10 @@ def calibrate_simon_says(model: FlameModel, rig: SemanticRig, beta: jnp.ndarray,
         z0["exprdirs"] = jnp.zeros_like(model.exprdirs)
     if cfg.parameters in ("rig", "both"):
         z0["basis"], z0["offset"] = jnp.zeros_like(rig.basis), jnp.zeros_like(rig.offset)
-    scale = _theta_scale(model, rig, beta) if "basis" in z0 else None
+    scale = theta_scale(model, rig, beta) if "basis" in z0 else None
     args = (x0, scale, model, beta, data, weights, sample_w, combinations, combo_targets, cfg)
-    # The stopping rule is ours (cond below): jaxopt's own maxiter/tol only govern its run().
-    solver = jaxopt.LBFGS(fun=lambda z: _objective(z, *args), maxiter=cfg.maxiter,
-                          history_size=cfg.history_size, linesearch=cfg.linesearch)
-    state = solver.init_state(z0)
-    history = jnp.full((cfg.maxiter + 1,), jnp.nan, dt).at[0].set(state.value)
-
-    # while_loop, not scan: a converged performer stops (under vmap it idles until all stop).
-    def cond(carry):
-        _, st, _, fails = carry
-        return (st.iter_num < cfg.maxiter) & (st.error > cfg.tol) & (fails < 2)
-
-    def body(carry):
-        z, st, hist, fails = carry
-        new_z, new_st = solver.update(z, st)
-        # jaxopt takes the step even when its line search fails. A step that does not decrease
-        # f is rejected and the L-BFGS memory cleared (a restart along -grad); a second failure
-        # in a row ends the run (f at float32 resolution, usually).
-        ok = new_st.value < st.value
-        restart = st._replace(s_history=jax.tree_util.tree_map(jnp.zeros_like, st.s_history),
-                              y_history=jax.tree_util.tree_map(jnp.zeros_like, st.y_history),
-                              rho_history=jnp.zeros_like(st.rho_history), gamma=jnp.ones_like(st.gamma))
-        z, st = jax.tree_util.tree_map(lambda old, new: jnp.where(ok, new, old), (z, restart), (new_z, new_st))
-        return z, st, hist.at[st.iter_num].set(st.value), jnp.where(ok, 0, fails + 1)
-
-    z, state, history, fails = jax.lax.while_loop(cond, body, (z0, state, history, jnp.asarray(0)))
-    stopped = fails >= 2
+    z, run = minimize_lbfgs(lambda z: _objective(z, *args), z0, maxiter=cfg.maxiter, tol=cfg.tol,
+                            history_size=cfg.history_size, linesearch=cfg.linesearch)
     x = _unpack(z, x0, scale, cfg)
 
     def residual(params: CalibratedRig):
@@ -328,8 +304,8 @@ def calibrate_simon_says(model: FlameModel, rig: SemanticRig, beta: jnp.ndarray,
     else:
         out = rig_vertices_frames(model, x.rig, combinations, shape=beta, exprdirs=x.exprdirs)
         drift = jnp.sqrt(jnp.mean(jnp.sum((out - combo_targets) ** 2, -1), -1))
-    return x, CalibrationState(state.iter_num, state.value, state.error, history,
-                               residual(x0), residual(x), drift, stopped)
+    return x, CalibrationState(run.iter_num, run.value, run.error, run.history,
+                               residual(x0), residual(x), drift, run.stalled)
 
 
 def calibrate_many(model: FlameModel, rig: SemanticRig, betas: jnp.ndarray, data: SimonSaysData,
