@@ -4,6 +4,9 @@
     controls, state = track_controls(problem, targets, InversionWeights(l1=1e-3, tweaker=1e-2))
     # targets (T, V, 3) metres, canonical head pose -> controls (T, K), state.value/iter_num/... (T,)
 
+    problem = inversion_problem(model, rig, shape=beta, tweakers=cs.tweaker_mask, landmarks_only=True)
+    controls, state = track_controls(problem, landmarks, weights)      # landmarks (T, 68, 3) metres
+
 Objective of one frame (geometry in mm^2, so the weights read in human units):
 
     f(c) = 1e6 * sum_v m_v |R(c)_v - y_v|^2 / sum_v m_v  +  l1 * sum_k c_k  +  tweaker * sum_{k in tweakers} c_k
@@ -14,6 +17,13 @@ Rig inversion is underdetermined (B is 103 x 122: 19 directions of c change noth
 bounds, the L1 term and the tweaker penalty choose among control vectors with the same geometry;
 report control error and geometry error separately.
 
+Landmark-only mode (``landmarks_only=True``): the targets are the L = 68 iBUG landmarks (L, 3) in
+metres, canonical head pose (so the frontal contour bin), and the geometry term is
+1e6 * mean_l |lmk_l(R(c)) - y_l|^2 (mm^2 again), lmk_l the model's barycentric landmark embedding
+(:func:`flamejax.landmarks.ibug68`, the landmarks of :func:`flamejax.flame.flame_forward_fixed`).
+:func:`rig_geometry` is the mesh in both modes; :func:`rig_points` is what the objective compares
+(the mesh, or the (L, 3) landmarks).
+
 Solver (:class:`RigInversion`, jaxopt-shaped: ``run(init, problem, target) -> (params, state)``):
 projected Gauss-Newton. The rig is affine in the expression coefficients and nonlinear only through
 the jaw rotation, so each iteration forms FLAME's (n + 3)-square normal equations from per-model
@@ -22,6 +32,15 @@ through B (and the Euler -> axis-angle Jacobian of the jaw), solves that bounded
 quadratic program by ADMM in K dimensions, and takes the best of a few step lengths along the
 result (exact objective). All iterations are ``lax.while_loop``s; frames are vmapped; the
 penalty weights are a pytree (:class:`InversionWeights`) so a grid of them is vmapped too.
+
+In landmark-only mode the grams do not apply: a landmark mixes three vertices, so the objective is
+not a sum over vertices with a diagonal weight. The normal equations come instead from a dense
+per-frame Jacobian J (3L x (n + 3)) of the landmarks in (psi, jaw axis-angle), by forward mode
+(``jax.jacfwd``) on a *sub-mesh*: the bound identity restricted to the <= 3L vertices of the
+landmarks' faces (rest, blend directions and skinning weights sliced; the full model's joint
+regression kept, so the joints and hence the landmarks are exact). That costs a few hundred
+vertices per tangent, and h = J^T J / L, g = J^T r / L enter the K-sized model exactly as the
+vertex mode's. The line search evaluates the landmarks on the same sub-mesh.
 
 Temporal smoothness couples neighbouring frames. It is solved by block-Jacobi sweeps, each one a
 vmapped solve of every frame with its neighbours held at the previous sweep's values (zero-phase,
@@ -37,6 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flamejax import landmarks as lmk
 from flamejax.flame import FixedIdentityFlame, FlameModel, bind_identity
 from flamejax.gauss_newton import Grams, frame_vertices, make_grams, normal_equations
 from flamejax.semantic.rig import SemanticRig, euler_to_axis_angle
@@ -70,19 +90,34 @@ class InversionConfig:
     sweeps: int = 3
 
 
-class InversionProblem(NamedTuple):
-    """Everything per rig and identity (built once by :func:`inversion_problem`): the bound identity,
-    its grams (with the vertex weights), the rig, and tweakers (K,) as 0/1 floats."""
+class LandmarkSubmesh(NamedTuple):
+    """Landmark-only mode's model (module docstring): ``fixed`` the bound identity restricted to the
+    vertices of the landmarks' faces (rest, blenddirs, weights sliced; j_rest and j_exprdirs of the
+    full model), whose ``faces`` (L, 3) are the landmarks' faces in sub-mesh vertex ids, landmark l
+    on face l; bary (L, 3) the barycentric weights; vertices (S,) int32 the full-mesh ids of the
+    sub-mesh's vertices."""
 
     fixed: FixedIdentityFlame
-    grams: Grams
+    bary: jnp.ndarray
+    vertices: jnp.ndarray
+
+
+class InversionProblem(NamedTuple):
+    """Everything per rig and identity (built once by :func:`inversion_problem`): the bound identity,
+    its grams (with the vertex weights; None in landmark-only mode), the rig, tweakers (K,) as 0/1
+    floats, and landmarks: the landmark sub-mesh in landmark-only mode, None in vertex mode."""
+
+    fixed: FixedIdentityFlame
+    grams: Optional[Grams]
     rig: SemanticRig
     tweakers: jnp.ndarray
+    landmarks: Optional[LandmarkSubmesh] = None
 
 
 class InversionState(NamedTuple):
     """Per frame: iter_num (Gauss-Newton iterations), value (objective at the solution), error (the
-    last step's largest control change), converged, residual (weighted RMS vertex distance, metres)."""
+    last step's largest control change), converged, residual (RMS distance, metres, of what the
+    objective compares: weighted vertices, or landmarks in landmark-only mode)."""
 
     iter_num: jnp.ndarray
     value: jnp.ndarray
@@ -92,14 +127,22 @@ class InversionState(NamedTuple):
 
 
 def inversion_problem(model: FlameModel, rig: SemanticRig, shape: Optional[jnp.ndarray] = None, *,
-                      tweakers=None, vertex_weights=None, exprdirs=None) -> InversionProblem:
+                      tweakers=None, vertex_weights=None, exprdirs=None,
+                      landmarks_only: bool = False) -> InversionProblem:
     """Build the per-rig constants (outside jit: the grams read which joints matter).
 
     model: FLAME (its expression basis, or ``exprdirs`` (E, V, 3) instead: a calibrated rig);
     rig: the semantic rig (no neck); shape (<=S,): the identity; tweakers: (K,) bool or None
-    (no tweaker penalty); vertex_weights: (V,) >= 0 or None (all vertices, equally)."""
+    (no tweaker penalty); vertex_weights: (V,) >= 0 or None (all vertices, equally);
+    landmarks_only: compare the 68 iBUG landmarks (the model's landmark embedding, canonical head
+    pose) instead of the mesh; the targets are then (T, 68, 3) (module docstring)."""
     if rig.has_neck:
         raise ValueError("rig inversion works in the canonical head pose: use a rig without neck rows")
+    if landmarks_only and vertex_weights is not None:
+        raise ValueError("vertex_weights and landmarks_only exclude each other: landmark-only tracking "
+                         "weighs the landmarks equally")
+    if landmarks_only and model.landmarks is None:
+        raise ValueError("landmarks_only=True needs a model with a landmark embedding (model.landmarks is None)")
     if exprdirs is not None:
         model = model.with_exprdirs(exprdirs)
     if rig.n_expr > model.n_expr:
@@ -109,11 +152,37 @@ def inversion_problem(model: FlameModel, rig: SemanticRig, shape: Optional[jnp.n
     tw = np.zeros(k) if tweakers is None else np.asarray(tweakers, float)
     if tw.shape != (k,):
         raise ValueError(f"tweakers must be ({k},), got {tw.shape}")
+    tw = jnp.asarray(tw, fixed.dtype)
+    if landmarks_only:
+        return InversionProblem(fixed, None, rig, tw, landmark_submesh(fixed, model.landmarks))
     if vertex_weights is not None:
         vertex_weights = jnp.asarray(vertex_weights, fixed.dtype)
         if vertex_weights.shape != (fixed.rest.shape[1],):
             raise ValueError(f"vertex_weights must be ({fixed.rest.shape[1]},), got {vertex_weights.shape}")
-    return InversionProblem(fixed, make_grams(fixed, rig.n_expr, vertex_weights), rig, jnp.asarray(tw, fixed.dtype))
+    return InversionProblem(fixed, make_grams(fixed, rig.n_expr, vertex_weights), rig, tw)
+
+
+def landmark_submesh(fixed: FixedIdentityFlame, embedding: lmk.LandmarkEmbedding) -> LandmarkSubmesh:
+    """The sub-mesh carrying the 68 iBUG landmarks in the canonical head pose (concrete arrays:
+    call outside jit). Landmark order and faces are those of :func:`flamejax.landmarks.ibug68`
+    at identity head rotation (its frontal contour bin)."""
+    b = int(lmk.yaw_bin(jnp.eye(3, dtype=fixed.dtype)))
+    face_ids = np.concatenate([np.asarray(embedding.dynamic_faces[b]), np.asarray(embedding.static_faces)])
+    bary = jnp.concatenate([embedding.dynamic_bary[b], embedding.static_bary]).astype(fixed.dtype)
+    corners = np.asarray(fixed.faces)[face_ids]                           # (L, 3) full-mesh vertex ids
+    ids, local = np.unique(corners, return_inverse=True)
+    sub = dataclasses.replace(fixed, rest=fixed.rest[:, ids], blenddirs=fixed.blenddirs[..., ids],
+                              weights=fixed.weights[:, ids],
+                              faces=jnp.asarray(local.reshape(corners.shape), jnp.int32), landmarks=None)
+    return LandmarkSubmesh(sub, bary, jnp.asarray(ids, jnp.int32))
+
+
+def _expression_and_jaw(problem: InversionProblem, controls):
+    """theta = B c + g split into the expression (n,) and the jaw's axis-angle (3,)."""
+    theta = problem.rig.basis @ controls + problem.rig.offset
+    n = problem.rig.n_expr
+    jaw = euler_to_axis_angle(theta[n:n + 3], problem.rig.jaw_convention)
+    return theta[:n], jaw
 
 
 def rig_geometry(problem: InversionProblem, controls: jnp.ndarray) -> jnp.ndarray:
@@ -125,10 +194,36 @@ def rig_geometry(problem: InversionProblem, controls: jnp.ndarray) -> jnp.ndarra
     return frame_vertices(problem.fixed, theta[:n], jaw, zero, zero, zero)
 
 
+def _submesh_landmarks(sub: LandmarkSubmesh, psi, jaw):
+    """(L, 3) landmarks of the canonical-pose rig from the sub-mesh at expression psi, jaw axis-angle."""
+    zero = jnp.zeros((3,), jaw.dtype)
+    v = frame_vertices(sub.fixed, psi, jaw, zero, zero, zero)
+    return lmk.points_on_faces(v, sub.fixed.faces, jnp.arange(sub.bary.shape[0]), sub.bary)
+
+
+def rig_points(problem: InversionProblem, controls: jnp.ndarray) -> jnp.ndarray:
+    """What the objective compares with a target at controls (K,), metres: the mesh (V, 3)
+    (:func:`rig_geometry`), or in landmark-only mode the landmarks (L, 3)."""
+    if problem.landmarks is None:
+        return rig_geometry(problem, controls)
+    psi, jaw = _expression_and_jaw(problem, controls)
+    return _submesh_landmarks(problem.landmarks, psi, jaw)
+
+
+def _mean_square(problem: InversionProblem, r):
+    """Weighted mean over vertices (uniform mean over landmarks) of |r|^2, r (V or L, 3)."""
+    if problem.landmarks is None:
+        m = problem.grams.weights
+        return jnp.sum(m * jnp.sum(r * r, -1)) / jnp.sum(m)
+    return jnp.mean(jnp.sum(r * r, -1))
+
+
 def _geometry_term(problem: InversionProblem, controls, target):
-    r = rig_geometry(problem, controls) - target
-    m = problem.grams.weights
-    return MM2 * jnp.sum(m * jnp.sum(r * r, -1)) / jnp.sum(m)
+    r = rig_points(problem, controls) - target
+    if problem.landmarks is None:
+        m = problem.grams.weights
+        return MM2 * jnp.sum(m * jnp.sum(r * r, -1)) / jnp.sum(m)
+    return MM2 * jnp.mean(jnp.sum(r * r, -1))
 
 
 def objective(problem: InversionProblem, controls, target, weights: InversionWeights,
@@ -153,10 +248,33 @@ def _quadratic_model(problem: InversionProblem, controls, target):
     euler = theta[n:n + 3]
     to_aa = lambda e: euler_to_axis_angle(e, rig.jaw_convention)  # noqa: E731
     jaw, jac = to_aa(euler), jax.jacfwd(to_aa)(euler)                      # (3,), (3, 3)
-    zero = jnp.zeros((3,), controls.dtype)
-    h, g, _ = normal_equations(problem.fixed, problem.grams, theta[:n], jaw, zero, zero, zero, target)
+    if problem.landmarks is None:
+        zero = jnp.zeros((3,), controls.dtype)
+        h, g, _ = normal_equations(problem.fixed, problem.grams, theta[:n], jaw, zero, zero, zero, target)
+    else:
+        h, g = landmark_normal_equations(problem.landmarks, theta[:n], jaw, target)
     bx = jnp.concatenate([rig.basis[:n], jac @ rig.basis[n:n + 3]], 0)   # d(psi, jaw_aa)/dc (n+3, K)
     return 2 * MM2 * (bx.T @ g), 2 * MM2 * (bx.T @ h @ bx)
+
+
+def landmark_normal_equations(sub: LandmarkSubmesh, psi, jaw, target):
+    """Gauss-Newton quantities of E(psi, jaw) = mean_l |lmk_l - target_l|^2 (canonical head pose):
+    psi (n,), jaw (3,) axis-angle, target (L, 3) metres -> h (n+3, n+3) = J^T J / L and
+    g (n+3,) = J^T r / L (half E's gradient), columns ordered (psi, jaw) as in
+    :func:`flamejax.gauss_newton.normal_equations`. J (3L, n+3) by forward mode on the sub-mesh,
+    the expression and the jaw columns separately (one pass of n+3 tangents would push all of
+    them through the jaw's rotation and pose correctives: measured ~4x slower on CPU)."""
+    def at_jaw(j):
+        y = _submesh_landmarks(sub, psi, j)
+        return y, y
+
+    j_jaw, p = jax.jacfwd(at_jaw, has_aux=True)(jaw)                              # (L, 3, 3), (L, 3)
+    j_psi = jax.jacfwd(lambda e: _submesh_landmarks(sub, e, jaw))(psi)           # (L, 3, n)
+    n_l = p.shape[0]
+    jac = jnp.concatenate([j_psi, j_jaw], -1).reshape(3 * n_l, -1)
+    r = (p - target).reshape(-1)
+    hi = jax.lax.Precision.HIGHEST
+    return jnp.matmul(jac.T, jac, precision=hi) / n_l, jnp.matmul(jac.T, r, precision=hi) / n_l
 
 
 def _box_qp(a, b, x0, iters: int, rho: float = 0.5):
@@ -195,7 +313,8 @@ class RigInversion:
 
     def run(self, init, problem: InversionProblem, target, weights: InversionWeights = InversionWeights(),
             anchor=None, anchor_weight=0.0):
-        """init (K,) in [0, 1]; target (V, 3) metres -> (controls (K,), InversionState)."""
+        """init (K,) in [0, 1]; target (V, 3) metres (landmark-only mode: (L, 3)) -> (controls (K,),
+        InversionState)."""
         cfg = self.config
         dtype = problem.fixed.dtype
         c0 = jnp.clip(jnp.asarray(init, dtype), 0.0, 1.0)
@@ -228,9 +347,7 @@ class RigInversion:
 
         init_carry = (c0, f(c0), jnp.asarray(jnp.inf, dtype), jnp.asarray(0), jnp.asarray(False))
         c, value, moved, it, done = jax.lax.while_loop(cond, body, init_carry)
-        r = rig_geometry(problem, c) - target
-        m = problem.grams.weights
-        residual = jnp.sqrt(jnp.sum(m * jnp.sum(r * r, -1)) / jnp.sum(m))
+        residual = jnp.sqrt(_mean_square(problem, rig_points(problem, c) - target))
         return c, InversionState(it, value, moved, done, residual)
 
 
@@ -256,7 +373,8 @@ def _neighbour_anchor(controls, smoothness, n_frames: int):
 
 def track_controls(problem: InversionProblem, targets, weights: InversionWeights = InversionWeights(),
                    config: InversionConfig = InversionConfig(), init=None, *, devices=None, block: int = 32):
-    """Invert the rig on every frame: targets (T, V, 3) metres (canonical head pose) ->
+    """Invert the rig on every frame: targets (T, V, 3) metres (canonical head pose; (T, L, 3)
+    landmarks in landmark-only mode) ->
     (controls (T, K), InversionState with (T,) fields). init (T, K) or (K,) or None (zeros).
     With ``weights.smoothness > 0`` and ``config.sweeps > 0`` the frames are coupled (module doc).
 
@@ -320,7 +438,8 @@ def _track_blocks(problem, targets, weights, init, config: InversionConfig, devi
 def track_sweep(problem: InversionProblem, targets, weights: InversionWeights,
                 config: InversionConfig = InversionConfig()):
     """A grid of G weight settings in one compiled, vmapped program: ``weights`` with (G,)
-    leaves -> (controls (G, T, K), state with (G, T) fields). One device."""
+    leaves -> (controls (G, T, K), state with (G, T) fields). targets as in :func:`track_controls`.
+    One device."""
     targets = _check_targets(problem, targets)
     t, k = targets.shape[0], problem.rig.n_controls
     init = jnp.zeros((t, k), problem.fixed.dtype)
@@ -330,9 +449,12 @@ def track_sweep(problem: InversionProblem, targets, weights: InversionWeights,
 
 def _check_targets(problem: InversionProblem, targets):
     targets = jnp.asarray(targets, problem.fixed.dtype)
-    n_v = problem.fixed.rest.shape[1]
-    if targets.ndim != 3 or targets.shape[1:] != (n_v, 3) or targets.shape[0] == 0:
-        raise ValueError(f"targets must be (T, {n_v}, 3) with T >= 1 (the rig's vertices), got {targets.shape}")
+    if problem.landmarks is None:
+        n, what = problem.fixed.rest.shape[1], "the rig's vertices"
+    else:
+        n, what = problem.landmarks.bary.shape[0], "the rig's landmarks: landmark-only mode"
+    if targets.ndim != 3 or targets.shape[1:] != (n, 3) or targets.shape[0] == 0:
+        raise ValueError(f"targets must be (T, {n}, 3) with T >= 1 ({what}), got {targets.shape}")
     return targets
 
 

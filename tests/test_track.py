@@ -1,8 +1,10 @@
 """Rig inversion (flamejax.track) on the tiny generic semantic rig: recovery of known controls,
-agreement with scipy's L-BFGS-B on the same objective, smoothness, masks, sweeps, sharding."""
+agreement with scipy's L-BFGS-B on the same objective, smoothness, masks, sweeps, sharding, and the
+landmark-only mode (recovery, scipy agreement, exact sub-mesh normal equations, bad inputs)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -15,10 +17,13 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
+from flamejax.flame import FlameParams, bind_identity, flame_forward_fixed
 from flamejax.semantic.controls import load_control_set
+from flamejax.semantic.rig import euler_to_axis_angle
 from flamejax.synthetic.semantic_model import make_generic_semantic_model
-from flamejax.track import (InversionConfig, InversionWeights, inversion_problem, objective, rig_geometry,
-                            track_controls, track_sweep)
+from flamejax.track import (InversionConfig, InversionWeights, _quadratic_model, inversion_problem,
+                            landmark_normal_equations, objective, rig_geometry, rig_points, track_controls,
+                            track_sweep)
 
 ROOT = Path(__file__).resolve().parent.parent
 T = 8  # frames per call: one compilation of the tracker serves most tests
@@ -30,6 +35,17 @@ def setup():
     gen = make_generic_semantic_model(0, "tiny", cs.names)
     problem = inversion_problem(gen.model, gen.rig, tweakers=cs.tweaker_mask)
     return cs, gen, problem
+
+
+@pytest.fixture(scope="module")
+def landmark_setup(setup):
+    cs, gen, _ = setup
+    return inversion_problem(gen.model, gen.rig, tweakers=cs.tweaker_mask, landmarks_only=True)
+
+
+def _rig64(rig):
+    return rig.__class__(jnp.asarray(rig.basis, jnp.float64), jnp.asarray(rig.offset, jnp.float64), rig.n_expr,
+                         rig.jaw_convention, rig.has_neck, rig.controls)
 
 
 def _primary_controls(cs, rng, t):
@@ -173,3 +189,118 @@ def test_sharded_over_four_devices_equals_one_device(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     diff = float(out.stdout.split("MAXDIFF")[1])
     assert diff < 1e-3, diff   # float32: blocks of 2 frames vs 7 batch their arithmetic differently
+
+
+# ---------------------------------------------------------------- landmark-only mode
+
+def _full_mesh_landmarks(model, rig):
+    """Reference (psi, jaw) -> (68, 3) and controls -> (68, 3): FLAME's own landmarks (the whole
+    mesh, flame_forward_fixed with the model's embedding, canonical head pose), no sub-mesh."""
+    fixed = bind_identity(model)
+    n = rig.n_expr
+
+    def from_pose(psi, jaw):
+        return flame_forward_fixed(fixed, FlameParams(expression=psi, jaw_pose=jaw)).landmarks
+
+    def split(c):
+        theta = rig.basis @ c + rig.offset
+        return theta[:n], euler_to_axis_angle(theta[n:n + 3], rig.jaw_convention)
+
+    return from_pose, jax.jit(lambda c: from_pose(*split(c))), jax.jit(split)
+
+
+def test_landmark_only_tracking_reproduces_noise_free_landmarks(setup, landmark_setup):
+    cs, gen, _ = setup
+    problem = landmark_setup
+    c = _primary_controls(cs, np.random.default_rng(6), T)
+    y = jax.jit(jax.vmap(lambda x: rig_points(problem, x)))(jnp.asarray(c))
+    assert y.shape == (T, 68, 3)
+    # the sub-mesh's landmarks are FLAME's landmarks of the whole mesh
+    _, full, _ = _full_mesh_landmarks(gen.model, gen.rig)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(jax.vmap(full)(jnp.asarray(c))), atol=1e-7)
+    weights = InversionWeights(l1=1e-4, tweaker=1e-3)
+    controls, state = track_controls(problem, y, weights)
+    # tolerance: 10 micrometres RMS over the landmarks (float32)
+    assert np.all(np.asarray(state.residual) < 1e-5), np.asarray(state.residual)
+    assert np.all(np.asarray(controls) >= 0) and np.all(np.asarray(controls) <= 1)
+    for i in range(T):
+        mine = float(objective(problem, controls[i], y[i], weights))
+        truth = float(objective(problem, jnp.asarray(c[i]), y[i], weights))
+        assert mine <= truth * (1 + 1e-4) + 1e-6, (i, mine, truth)
+
+
+def test_landmark_only_optimum_agrees_with_scipy_lbfgsb(setup, x64):
+    """float64: ours reaches scipy L-BFGS-B's optimum (or lower) on noisy landmarks, both judged by
+    an objective written from FLAME's full-mesh landmarks (no sub-mesh) with jax.grad."""
+    cs, gen, _ = setup
+    model, rig = gen.model.astype(jnp.float64), _rig64(gen.rig)
+    problem = inversion_problem(model, rig, tweakers=cs.tweaker_mask, landmarks_only=True)
+    rng = np.random.default_rng(7)
+    c = _primary_controls(cs, rng, 2)
+    _, full, _ = _full_mesh_landmarks(model, rig)
+    targets = np.asarray(jax.vmap(full)(jnp.asarray(c, jnp.float64))) + rng.normal(0, 2e-4, size=(2, 68, 3))
+    weights = InversionWeights(l1=1e-3, tweaker=1e-2)
+    penalty = jnp.asarray(weights.l1 + weights.tweaker * np.asarray(cs.tweaker_mask, float))
+
+    def reference(x, y):
+        return 1e6 * jnp.mean(jnp.sum((full(x) - y) ** 2, -1)) + penalty @ x
+
+    ours, _ = track_controls(problem, targets, weights, InversionConfig(maxiter=50, tol=1e-12, xtol=1e-7))
+    f = jax.jit(jax.value_and_grad(reference))
+    for i in range(2):
+        y = jnp.asarray(targets[i])
+        res = minimize(lambda x: tuple(np.asarray(v, np.float64) for v in f(jnp.asarray(x), y)),
+                       np.zeros(cs.size), jac=True, method="L-BFGS-B", bounds=[(0.0, 1.0)] * cs.size,
+                       options=dict(maxiter=20000, maxfun=40000, ftol=1e-15, gtol=1e-10))
+        mine = float(reference(ours[i], y))
+        np.testing.assert_allclose(float(objective(problem, ours[i], y, weights)), mine, rtol=1e-10)
+        assert mine <= res.fun * (1 + 1e-5) + 1e-9, (i, mine, res.fun)
+
+
+def test_landmark_normal_equations_match_the_full_mesh_jacobian(setup, x64):
+    """h = J^T J / L, g = J^T r / L from the sub-mesh equal those of jax.jacfwd on the whole mesh's
+    landmarks (so the slicing is exact), and the K-sized model's gradient is the objective's."""
+    cs, gen, _ = setup
+    model, rig = gen.model.astype(jnp.float64), _rig64(gen.rig)
+    problem = inversion_problem(model, rig, tweakers=cs.tweaker_mask, landmarks_only=True)
+    assert problem.landmarks.vertices.shape[0] <= 3 * 68 < model.n_vertices
+    from_pose, full, split = _full_mesh_landmarks(model, rig)
+    rng = np.random.default_rng(8)
+    c = _primary_controls(cs, rng, 1)[0]
+    k = int(np.argmax(np.abs(np.asarray(rig.basis[rig.n_expr]))))   # the control that opens the jaw most
+    c[k] = 0.8
+    c = jnp.asarray(c, jnp.float64)
+    y = full(jnp.asarray(_primary_controls(cs, rng, 1)[0], jnp.float64))
+    psi, jaw = split(c)
+    assert float(jnp.abs(jaw).max()) > 1e-3          # a posed jaw: the jaw columns are exercised
+    n = rig.n_expr
+
+    @jax.jit
+    def reference(psi, jaw, y):
+        jac = jax.jacfwd(lambda x: from_pose(x[:n], x[n:]))(jnp.concatenate([psi, jaw])).reshape(3 * 68, n + 3)
+        r = (from_pose(psi, jaw) - y).reshape(-1)
+        return jac.T @ jac / 68, jac.T @ r / 68
+
+    h_ref, g_ref = reference(psi, jaw, y)
+    h, g = jax.jit(landmark_normal_equations)(problem.landmarks, psi, jaw, y)
+    np.testing.assert_allclose(np.asarray(h), np.asarray(h_ref), rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), rtol=1e-9, atol=1e-15)
+    zero = InversionWeights(l1=0.0, tweaker=0.0)
+    grad, _ = jax.jit(_quadratic_model)(problem, c, y)
+    grad_ref = jax.jit(jax.grad(lambda x: objective(problem, x, y, zero)))(c)
+    np.testing.assert_allclose(np.asarray(grad), np.asarray(grad_ref), rtol=1e-8, atol=1e-10)
+
+
+def test_landmark_only_bad_inputs_are_refused(setup, landmark_setup):
+    cs, gen, problem = setup
+    with pytest.raises(ValueError, match="landmark embedding"):
+        inversion_problem(dataclasses.replace(gen.model, landmarks=None), gen.rig, landmarks_only=True)
+    with pytest.raises(ValueError, match="vertex_weights and landmarks_only"):
+        inversion_problem(gen.model, gen.rig, landmarks_only=True, vertex_weights=np.ones(gen.model.n_vertices))
+    vertices = np.zeros((2, gen.model.n_vertices, 3))
+    with pytest.raises(ValueError, match=r"targets must be \(T, 68, 3\).*landmark-only"):
+        track_controls(landmark_setup, vertices)
+    with pytest.raises(ValueError, match=r"targets must be \(T, 68, 3\).*landmark-only"):
+        track_sweep(landmark_setup, np.zeros((2, 68)), InversionWeights())
+    with pytest.raises(ValueError, match=rf"targets must be \(T, {gen.model.n_vertices}, 3\)"):
+        track_controls(problem, np.zeros((2, 68, 3)))           # landmarks given to the vertex mode
