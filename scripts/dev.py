@@ -3,7 +3,8 @@
 
     python3 scripts/dev.py run [hydra overrides...]   # the main job on the embedded synthetic model
     python3 scripts/dev.py test [pytest args...]      # the test suite
-    python3 scripts/dev.py bench                      # scripts/bench_flame.py
+    python3 scripts/dev.py bench [args...]            # scripts/bench_flame.py (the forward pass)
+    python3 scripts/dev.py bench method [args...]     # scripts/bench_method.py (tracking, calibration)
     python3 scripts/dev.py test --compare             # also install torch + smplx and run the cross-checks
 
 The environment lives in ``.venv`` next to this repository. It is (re)installed only when
@@ -56,6 +57,16 @@ def ensure_environment(extras: list[str]) -> None:
     stamp.write_text("ok\n")
 
 
+BENCHMARKS = {"flame": "scripts/bench_flame.py", "method": "scripts/bench_method.py"}
+
+
+def bench_command(args: list[str]) -> list[str]:
+    """``bench [flame|method] [args...]`` -> the benchmark script and its arguments (default: flame)."""
+    if args and args[0] in BENCHMARKS:
+        return [BENCHMARKS[args[0]], *args[1:]]
+    return [BENCHMARKS["flame"], *args]
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"run", "test", "bench"}:
         print(__doc__)
@@ -70,7 +81,7 @@ def main(argv: list[str]) -> int:
     if job == "run":
         return _run([PYTHON, "-m", "experiments.forward", *args], env=env)
     if job == "bench":
-        return _run([PYTHON, "scripts/bench_flame.py", *args], env=env)
+        return _run([PYTHON, *bench_command(args)], env=env)
     # loadfile: a file's tests share one worker, so its expensive fixtures are built once.
     code = _run([PYTHON, "-m", "pytest", "-n", "2", "--dist", "loadfile", "-q", *args], env=env)
     if code == 5:  # pytest: no tests were collected; that must never pass silently

@@ -24,3 +24,12 @@ def test_unknown_job_prints_usage_and_fails(capsys):
     dev = load_dev()
     assert dev.main(["frobnicate"]) == 2
     assert "scripts/dev.py run" in capsys.readouterr().out
+
+
+def test_bench_picks_the_benchmark_script():
+    dev = load_dev()
+    assert dev.bench_command([]) == ["scripts/bench_flame.py"]
+    assert dev.bench_command(["--batch", "64"]) == ["scripts/bench_flame.py", "--batch", "64"]
+    assert dev.bench_command(["method", "--quick"]) == ["scripts/bench_method.py", "--quick"]
+    for script in dev.BENCHMARKS.values():
+        assert (SCRIPT.parent.parent / script).exists(), script
