@@ -1,0 +1,414 @@
+"""The method's evaluation on the synthetic world: baseline vs calibrated (vs further variants).
+
+    records = evaluate_world(world, calibration=CalibrationConfig(), weights=InversionWeights())
+    summary = summarise(records)                  # mean / std / min / max over performers
+    print(to_markdown(summary))                   # the seed's Table 1 + the truth-based metrics
+    to_csv(records, "records.csv")
+
+A :class:`Variant` is what the tracker inverts: an expression basis (E, V, 3) and a semantic rig.
+Per (performer, tracker) the variants are built by *builder* functions ``ctx -> Variant`` that
+see a :class:`VariantContext` (the world, the performer's Simon-Says take as that tracker saw it,
+the calibration data, the settings, and the variants built before them). The defaults:
+
+- :func:`baseline_variant` ("baseline"): the generic model's expression basis and the generic rig;
+- :func:`calibrated_variant` ("calibrated", the seed's "Ours"): :func:`flamejax.calibrate.
+  calibrate_simon_says` on the performer's Simon-Says take as tracked by that tracker (canonical
+  pose, the world's hold labels and Simon-Says masks, the control set's combinations).
+
+Further variants (e.g. a rig fine-tuned through the tracker) are added with ``extra_variants``:
+builders run in order, each one after the defaults, and can start from ``ctx.variants["calibrated"]``.
+
+Every variant is then evaluated on every take: the tracked geometry (canonical pose) is inverted
+with :func:`flamejax.track.track_controls` (the variant's basis and rig, the control set's
+tweakers), and the solved controls are scored. One record per (performer, tracker, take,
+variant); the Simon-Says take, which is the calibration data, is evaluated as take
+``"simon_says"`` with ``training=True`` (expression recognition is only defined there).
+
+Metrics of a record (lower is better except ``recognition``); geometry in millimetres, the mean
+over frames of the per-frame RMS vertex distance over the *face region* (the vertices some
+Simon-Says expression moves, :func:`flamejax.synthetic.world.simon_says_masks`; the skull and
+neck, which no control moves, would only dilute the numbers):
+
+- ``sparsity``, ``tweakers``: the seed's Table 1 (:mod:`flamejax.metrics`) of the solved controls;
+  ``intended_sparsity``, ``intended_tweakers``: the same of the intended controls (the takes
+  intend some tweakers: ROM's random single controls, speech's lips-together), the reference
+  a solved value should be compared with (lower is not better below it);
+- ``control_mae``, ``control_rmse``: solved vs intended (true) controls;
+- ``recognition``: Simon-Says expression recognition on the labelled hold frames (NaN on other takes);
+- ``fit_tracked_mm``: the variant's rig at the solved controls vs the tracked geometry (what the
+  inversion minimises; its residual);
+- ``fit_truth_mm``: the same rig output vs the performer's true geometry (canonical pose);
+- ``retarget_mm``: the solved controls vs the intended ones, both retargeted onto another identity
+  (``avatar_shape``, default the mean face beta = 0) with the generic rig;
+- ``intended_tracked_mm``: the variant's rig at the *intended* controls vs the tracked geometry (on
+  the Simon-Says take: the calibration residual, over all frames and the face region);
+- ``intended_truth_mm``: the variant's rig at the intended controls vs the true geometry (how well
+  the rig itself models the performer, independently of the inversion).
+
+Timing fields: ``variant_seconds`` (building the variant, e.g. calibration, compile included on a
+first call), ``track_seconds`` and ``frames_per_second`` (the inversion of the take).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import os
+import time
+from collections import defaultdict
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flamejax.calibrate import CalibrationConfig, SimonSaysData, calibrate_simon_says, simon_says_data
+from flamejax.metrics import control_error, expression_recognition, geometry_error, sparsity, tweaker_mean
+from flamejax.retarget import retarget
+from flamejax.semantic.rig import SemanticRig
+from flamejax.synthetic.performers import performer_vertices
+from flamejax.synthetic.world import TAKES, World, simon_says_masks, tracked_geometry
+from flamejax.track import InversionConfig, InversionWeights, inversion_problem, track_controls
+
+TRAINING_TAKE = "simon_says"
+DEFAULT_TAKES = ("rom1", "rom2", "pangram")
+
+TABLE1_METRICS = ("sparsity", "tweakers")
+INTENDED_TABLE1 = ("intended_sparsity", "intended_tweakers")   # the same of the true controls
+TRUTH_METRICS = ("control_mae", "control_rmse", "recognition", "fit_tracked_mm", "fit_truth_mm",
+                 "retarget_mm", "intended_tracked_mm", "intended_truth_mm")
+TIMING = ("variant_seconds", "track_seconds", "frames_per_second")
+METRICS = TABLE1_METRICS + INTENDED_TABLE1 + TRUTH_METRICS + TIMING
+KEYS = ("world", "performer", "tracker", "take", "variant", "training", "frames")
+
+# Display names: the seed's table labels.
+TAKE_LABELS = {"rom2": "ROM 2", "rom1": "ROM 1", "pangram": "Pangram 1", TRAINING_TAKE: "Simon-Says (training)"}
+VARIANT_LABELS = {"baseline": "Baseline", "calibrated": "Ours", "finetuned": "Fine-tuned"}
+METRIC_LABELS = {
+    "sparsity": "Sparsity", "tweakers": "Tweakers", "control_mae": "control MAE",
+    "control_rmse": "control RMSE", "recognition": "recognition",
+    "fit_tracked_mm": "fit vs tracked (mm)", "fit_truth_mm": "fit vs truth (mm)",
+    "retarget_mm": "retarget (mm)", "intended_tracked_mm": "rig(c*) vs tracked (mm)",
+    "intended_truth_mm": "rig(c*) vs truth (mm)",
+}
+
+
+class Variant(NamedTuple):
+    """What the tracker inverts: name, exprdirs (E, V, 3) the FLAME expression basis, rig the
+    semantic rig (no neck rows); info: anything the builder wants to report (not evaluated)."""
+
+    name: str
+    exprdirs: jnp.ndarray
+    rig: SemanticRig
+    info: Mapping[str, Any] = {}
+
+
+class VariantContext(NamedTuple):
+    """What a variant builder sees, per (performer, tracker).
+
+    world; performer, tracker: names; beta (S,) the performer's identity; simon_says: the
+    Sequence of the Simon-Says take (intended controls, hold labels); simon_says_geometry (T, V, 3)
+    that take as the tracker saw it (canonical pose, metres); data: the calibration samples
+    (:func:`flamejax.calibrate.simon_says_data` of that geometry, the world's masks); combinations
+    (C, K); calibration, weights, inversion: the evaluation's settings; tweakers (K,) bool;
+    variants: the variants built so far for this (performer, tracker), by name."""
+
+    world: World
+    performer: str
+    tracker: str
+    beta: jnp.ndarray
+    simon_says: Any
+    simon_says_geometry: np.ndarray
+    data: SimonSaysData
+    combinations: jnp.ndarray
+    calibration: CalibrationConfig
+    weights: InversionWeights
+    inversion: InversionConfig
+    tweakers: np.ndarray
+    variants: Mapping[str, Variant]
+
+
+VariantBuilder = Callable[[VariantContext], Variant]
+
+
+def baseline_variant(ctx: VariantContext) -> Variant:
+    """The uncalibrated rig: the generic model's expression basis and the generic semantic rig."""
+    return Variant("baseline", ctx.world.generic.model.exprdirs, ctx.world.generic.rig)
+
+
+def calibrated_variant(ctx: VariantContext) -> Variant:
+    """Simon-Says calibration (the paper's Eq. 1) on this performer's take as this tracker saw it."""
+    model, rig = ctx.world.generic.model, ctx.world.generic.rig
+    result, state = calibrate_simon_says(model, rig, ctx.beta, ctx.data, ctx.combinations, ctx.calibration)
+    jax.block_until_ready(result)
+    info = {"iterations": int(state.iter_num), "objective_before": float(state.history[0]),
+            "objective_after": float(state.value), "stalled": bool(state.stalled),
+            "residual_before_mm": float(np.mean(state.residual_before)) * 1e3,
+            "residual_after_mm": float(np.mean(state.residual_after)) * 1e3}
+    return Variant("calibrated", result.exprdirs, result.rig, info)
+
+
+DEFAULT_VARIANTS: tuple[VariantBuilder, ...] = (baseline_variant, calibrated_variant)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def frame_subset(n_frames: int, max_frames: Optional[int]) -> np.ndarray:
+    """Frame indices evaluated for a take of ``n_frames``: all, or ``max_frames`` evenly spaced over
+    the whole take (so a capped ROM still visits every control; temporal smoothness, if used,
+    then couples frames that are not adjacent in the take)."""
+    if max_frames is None or max_frames >= n_frames:
+        return np.arange(n_frames)
+    if max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    return np.unique(np.round(np.linspace(0, n_frames - 1, max_frames)).astype(int))
+
+
+def face_region(world: World) -> np.ndarray:
+    """(V,) float weights: 1 on the vertices some Simon-Says expression moves, else 0."""
+    w = np.zeros(world.generic.model.n_vertices)
+    for ids in simon_says_masks(world):
+        w[ids] = 1.0
+    return w
+
+
+def _mm(vertices, reference, region) -> float:
+    return float(np.mean(geometry_error(vertices, reference, region))) * 1e3
+
+
+def _true_geometry(world: World, performer: str, controls) -> np.ndarray:
+    """The performer's true meshes in the canonical head pose (zero global and neck rotation)."""
+    zeros = np.zeros((len(controls), 3), np.float32)
+    return np.asarray(performer_vertices(world.generic.model, world.generic.target, world.performers[performer],
+                                         controls, zeros, zeros))
+
+
+def evaluate_world(world: World, *, calibration: CalibrationConfig = CalibrationConfig(),
+                   weights: InversionWeights = InversionWeights(), inversion: InversionConfig = InversionConfig(),
+                   takes: Sequence[str] = DEFAULT_TAKES, training_take: bool = True,
+                   trackers: Optional[Sequence[str]] = None, performers: Optional[Sequence[str]] = None,
+                   max_frames: Optional[int] = None, calibration_frames: str = "mean",
+                   avatar_shape=None, progress: Optional[Callable[[str], None]] = None,
+                   variants: Sequence[VariantBuilder] = DEFAULT_VARIANTS,
+                   extra_variants: Sequence[VariantBuilder] = ()) -> list[dict]:
+    """Evaluate every variant on every (performer, tracker, take) -> flat records (module doc).
+
+    takes: the held-out takes (default ROM 1, ROM 2, Pangram); training_take: also evaluate the
+    Simon-Says take (``training=True`` in its records); trackers, performers: subsets (default
+    all); max_frames: at most this many frames per evaluated take, evenly spaced (quick runs;
+    calibration always uses the whole Simon-Says take); calibration_frames: "mean" or "all"
+    (:func:`flamejax.calibrate.simon_says_data`); avatar_shape: identity the controls are
+    retargeted onto (default zeros); progress: called with a line of text per step;
+    variants + extra_variants: builders ``VariantContext -> Variant``, run in order.
+    """
+    say = progress or (lambda _msg: None)
+    unknown = [t for t in takes if t not in TAKES or t == TRAINING_TAKE]
+    if unknown:
+        raise ValueError(f"unknown held-out takes {unknown}; the world's takes are {TAKES} "
+                         f"({TRAINING_TAKE!r} is the calibration data: use training_take)")
+    eval_takes = ((TRAINING_TAKE,) if training_take else ()) + tuple(takes)
+    trackers = list(world.tracked) if trackers is None else list(trackers)
+    performers = list(world.performers) if performers is None else list(performers)
+    for name, known in (("tracker", world.tracked), ("performer", world.performers)):
+        missing = [x for x in (trackers if name == "tracker" else performers) if x not in known]
+        if missing:
+            raise ValueError(f"unknown {name}s {missing}; the world has {list(known)}")
+    builders = tuple(variants) + tuple(extra_variants)
+
+    model, generic_rig = world.generic.model, world.generic.rig
+    cs = world.control_set
+    tweakers = np.asarray(cs.tweaker_mask, bool)
+    ss_targets = cs.simon_says.targets
+    combinations = jnp.asarray(cs.simon_says.combination_targets, model.dtype)
+    masks = simon_says_masks(world)
+    region = face_region(world)
+    avatar = jnp.zeros((model.n_shape,), model.dtype) if avatar_shape is None else jnp.asarray(avatar_shape)
+    world_key = world.config.key()
+
+    records = []
+    for performer in performers:
+        beta = jnp.asarray(world.performers[performer].beta, model.dtype)
+        frames_of = {t: frame_subset(len(world.sequences[performer][t].controls), max_frames) for t in eval_takes}
+        intended = {t: world.sequences[performer][t].controls[frames_of[t]] for t in eval_takes}
+        # per (performer, take), shared by trackers and variants
+        truth = {t: _true_geometry(world, performer, intended[t]) for t in eval_takes}
+        truth_retarget = {t: np.asarray(retarget(model, generic_rig, intended[t], shape=avatar)) for t in eval_takes}
+        for tracker in trackers:
+            seq = world.sequences[performer][TRAINING_TAKE]
+            ss_geometry = tracked_geometry(world, tracker, performer, TRAINING_TAKE)
+            data = simon_says_data(seq.controls, ss_geometry, seq.hold, masks, frames=calibration_frames)
+            tracked = {t: (ss_geometry if t == TRAINING_TAKE else tracked_geometry(world, tracker, performer, t))
+                       [frames_of[t]] for t in eval_takes}
+            built: dict[str, Variant] = {}
+            for builder in builders:
+                ctx = VariantContext(world, performer, tracker, beta, seq, ss_geometry, data, combinations,
+                                     calibration, weights, inversion, tweakers, dict(built))
+                start = time.perf_counter()
+                variant = builder(ctx)
+                jax.block_until_ready((variant.exprdirs, variant.rig))
+                variant_seconds = time.perf_counter() - start
+                if variant.name in built:
+                    raise ValueError(f"two variants are named {variant.name!r}")
+                built[variant.name] = variant
+                say(f"{performer} {tracker} {variant.name}: built in {variant_seconds:.1f} s"
+                    + (f" {dict(variant.info)}" if variant.info else ""))
+                problem = inversion_problem(model, variant.rig, beta, tweakers=tweakers, exprdirs=variant.exprdirs)
+                for take in eval_takes:
+                    start = time.perf_counter()
+                    solved, _ = track_controls(problem, tracked[take], weights, inversion)
+                    solved = np.asarray(jax.block_until_ready(solved))
+                    track_seconds = time.perf_counter() - start
+                    fit = np.asarray(retarget(model, variant.rig, solved, shape=beta, exprdirs=variant.exprdirs))
+                    rig_intended = np.asarray(retarget(model, variant.rig, intended[take], shape=beta,
+                                                       exprdirs=variant.exprdirs))
+                    solved_retarget = np.asarray(retarget(model, generic_rig, solved, shape=avatar))
+                    err = control_error(solved, intended[take])
+                    hold = world.sequences[performer][take].hold[frames_of[take]]
+                    recognition = (expression_recognition(solved, hold, ss_targets).accuracy
+                                   if take == TRAINING_TAKE and np.any(hold >= 0) else math.nan)
+                    n = len(solved)
+                    records.append({
+                        "world": world_key, "performer": performer, "tracker": tracker, "take": take,
+                        "variant": variant.name, "training": take == TRAINING_TAKE, "frames": n,
+                        "sparsity": sparsity(solved), "tweakers": tweaker_mean(solved, tweakers),
+                        "intended_sparsity": sparsity(intended[take]),
+                        "intended_tweakers": tweaker_mean(intended[take], tweakers),
+                        "control_mae": err.mean, "control_rmse": err.rmse, "recognition": float(recognition),
+                        "fit_tracked_mm": _mm(fit, tracked[take], region),
+                        "fit_truth_mm": _mm(fit, truth[take], region),
+                        "retarget_mm": _mm(solved_retarget, truth_retarget[take], region),
+                        "intended_tracked_mm": _mm(rig_intended, tracked[take], region),
+                        "intended_truth_mm": _mm(rig_intended, truth[take], region),
+                        "variant_seconds": variant_seconds, "track_seconds": track_seconds,
+                        "frames_per_second": n / max(track_seconds, 1e-9),
+                    })
+                    r = records[-1]
+                    say(f"{performer} {tracker} {variant.name} {take}: {n} frames in {track_seconds:.1f} s; "
+                        f"sparsity {r['sparsity']:.3f}, tweakers {r['tweakers']:.4f}, "
+                        f"control MAE {r['control_mae']:.4f}, fit {r['fit_tracked_mm']:.3f} mm")
+    return records
+
+
+# ---------------------------------------------------------------- summaries
+
+
+class SummaryRow(NamedTuple):
+    """One (tracker, take, variant, metric) over performers: mean, std (population, ddof 0),
+    min, max, n (performers; NaN values are left out, n counts the others)."""
+
+    tracker: str
+    take: str
+    variant: str
+    metric: str
+    mean: float
+    std: float
+    min: float
+    max: float
+    n: int
+
+
+def summarise(records: Sequence[Mapping[str, Any]], metrics: Optional[Sequence[str]] = None) -> list[SummaryRow]:
+    """Mean and spread over performers per (tracker, take, variant, metric), in first-seen order.
+    metrics: default every numeric field that is not a key (:data:`METRICS` and any extra ones)."""
+    if metrics is None:
+        metrics = [k for k in (records[0] if records else {}) if k not in KEYS]
+    groups: dict[tuple, list[Mapping]] = defaultdict(list)
+    for r in records:
+        groups[(r["tracker"], r["take"], r["variant"])].append(r)
+    rows = []
+    for (tracker, take, variant), group in groups.items():
+        for metric in metrics:
+            values = np.array([float(r[metric]) for r in group], np.float64)
+            values = values[~np.isnan(values)]
+            if len(values) == 0:
+                rows.append(SummaryRow(tracker, take, variant, metric, math.nan, math.nan, math.nan, math.nan, 0))
+                continue
+            rows.append(SummaryRow(tracker, take, variant, metric, float(values.mean()), float(values.std()),
+                                   float(values.min()), float(values.max()), len(values)))
+    return rows
+
+
+def _ordered(values, preferred):
+    values = list(dict.fromkeys(values))
+    return [v for v in preferred if v in values] + [v for v in values if v not in preferred]
+
+
+def _cell(row: Optional[SummaryRow], digits: int) -> str:
+    if row is None or row.n == 0 or math.isnan(row.mean):
+        return "–"
+    if row.n == 1:
+        return f"{row.mean:.{digits}f}"
+    return f"{row.mean:.{digits}f} ± {row.std:.{digits}f}"
+
+
+def to_markdown(summary: Sequence[SummaryRow], *, digits: int = 3,
+                truth_metrics: Sequence[str] = TRUTH_METRICS) -> str:
+    """Two Markdown tables of a :func:`summarise` result (cells: mean ± std over performers).
+
+    Table 1 (the seed's layout): rows ROM 2 / ROM 1 / Pangram 1 (then any other held-out take)
+    x tracker, columns Sparsity and Tweakers for each variant (Baseline | Ours | ...) and of the
+    intended controls (Truth). Table 2:
+    rows take x tracker x variant (the Simon-Says training take included), columns the
+    truth-based metrics."""
+    index = {(r.tracker, r.take, r.variant, r.metric): r for r in summary}
+    trackers = _ordered([r.tracker for r in summary], ["OS1", "OS2"])
+    variants = _ordered([r.variant for r in summary], list(VARIANT_LABELS))
+    takes = _ordered([r.take for r in summary], ["rom2", "rom1", "pangram", TRAINING_TAKE])
+    held_out = [t for t in takes if t != TRAINING_TAKE]
+    vlabel = lambda v: VARIANT_LABELS.get(v, v)  # noqa: E731
+    tlabel = lambda t: TAKE_LABELS.get(t, t)  # noqa: E731
+
+    # (metric, variant) columns, then the intended controls' value ("Truth") where recorded
+    columns = []
+    for m, truth in zip(TABLE1_METRICS, INTENDED_TABLE1):
+        columns += [(m, v, f"{METRIC_LABELS[m]}: {vlabel(v)}") for v in variants]
+        if any(r.metric == truth for r in summary):
+            columns.append((truth, variants[0], f"{METRIC_LABELS[m]}: Truth"))
+    head = ["Sequence", "Tracker"] + [c[2] for c in columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
+    for take in held_out:
+        for tracker in trackers:
+            if not any((tracker, take, v, "sparsity") in index for v in variants):
+                continue
+            cells = [_cell(index.get((tracker, take, v, m)), digits) for m, v, _ in columns]
+            lines.append("| " + " | ".join([tlabel(take), tracker] + cells) + " |")
+    table1 = "\n".join(lines)
+
+    metrics = [m for m in truth_metrics if any(r.metric == m for r in summary)]
+    head = ["Sequence", "Tracker", "Variant"] + [METRIC_LABELS.get(m, m) for m in metrics]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * len(metrics)]
+    for take in takes:
+        for tracker in trackers:
+            for v in variants:
+                if (tracker, take, v, metrics[0] if metrics else "sparsity") not in index:
+                    continue
+                cells = [_cell(index.get((tracker, take, v, m)), digits) for m in metrics]
+                lines.append("| " + " | ".join([tlabel(take), tracker, vlabel(v)] + cells) + " |")
+    table2 = "\n".join(lines)
+    return table1 + "\n\n" + table2 + "\n"
+
+
+def to_csv(rows: Sequence, path: Optional[os.PathLike] = None) -> str:
+    """Records (dicts) or summary rows (NamedTuples) as CSV text (header from the first row);
+    written to ``path`` too when given."""
+    dicts = [r._asdict() if hasattr(r, "_asdict") else dict(r) for r in rows]
+    out = io.StringIO()
+    if dicts:
+        writer = csv.DictWriter(out, fieldnames=list(dicts[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(dicts)
+    text = out.getvalue()
+    if path is not None:
+        with open(path, "w", newline="") as fh:
+            fh.write(text)
+    return text
+
+
+def settings_dict(calibration: CalibrationConfig, weights: InversionWeights, inversion: InversionConfig) -> dict:
+    """The evaluation's settings as plain JSON-able values."""
+    return {"calibration": dataclasses.asdict(calibration),
+            "weights": {k: float(v) for k, v in weights._asdict().items()},
+            "inversion": dataclasses.asdict(inversion)}
