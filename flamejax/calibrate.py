@@ -196,6 +196,14 @@ def stack_data(samples: Sequence[SimonSaysData]) -> SimonSaysData:
 # ---------------------------------------------------------------- objective
 
 
+def sample_weights(expression, dtype) -> jnp.ndarray:
+    """(N,) a_k = 1 / (number of samples of k's expression), 0 for padding (expression -1): every
+    expression counts once whether its hold frames were averaged or kept."""
+    valid = expression >= 0
+    same = (expression[:, None] == expression[None, :]) & valid[None, :]
+    return jnp.where(valid, 1.0 / jnp.maximum(jnp.sum(same, 1), 1), 0.0).astype(dtype)
+
+
 def theta_scale(model: FlameModel, rig: SemanticRig, beta) -> jnp.ndarray:
     """(P,) s_p ~ RMS_v |dR/dtheta_p| at the neutral face, metres per unit theta_p, floored so a
     component that moves nothing cannot blow up the normalisation.
@@ -276,9 +284,7 @@ def calibrate_simon_says(model: FlameModel, rig: SemanticRig, beta: jnp.ndarray,
     valid = data.expression >= 0
     weights = jnp.where(cfg.use_masks, data.weights, 1.0)
     weights = weights * valid[:, None]
-    # a_k: each expression counts once however many of its frames are samples.
-    same = (data.expression[:, None] == data.expression[None, :]) & valid[None, :]
-    sample_w = jnp.where(valid, 1.0 / jnp.maximum(jnp.sum(same, 1), 1), 0.0).astype(dt)
+    sample_w = sample_weights(data.expression, dt)
     combo_targets = None
     if combinations is not None:
         combinations = jnp.asarray(combinations, dt)
