@@ -65,6 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flamejax.calibrate import CalibrationConfig, SimonSaysData, calibrate_simon_says, simon_says_data
+from flamejax.finetune import FinetuneConfig, FineTuning, finetune_problem
 from flamejax.metrics import control_error, expression_recognition, geometry_error, sparsity, tweaker_mean
 from flamejax.retarget import retarget
 from flamejax.semantic.rig import SemanticRig
@@ -151,6 +152,30 @@ def calibrated_variant(ctx: VariantContext) -> Variant:
 
 
 DEFAULT_VARIANTS: tuple[VariantBuilder, ...] = (baseline_variant, calibrated_variant)
+
+
+def finetuned_variant(config: FinetuneConfig = FinetuneConfig(), start: str = "calibrated") -> VariantBuilder:
+    """A builder of "finetuned": the tracker's rig fine-tuned through the tracker
+    (:mod:`flamejax.finetune`) from variant ``start`` (theta_R, built before it) on the same
+    Simon-Says samples, with the evaluation's tracker weights and solver settings (``config``'s
+    own are replaced by them, so the rig is tuned for the tracker it is evaluated with). Its rig
+    is the one the tracker inverts; the geometry metrics evaluate that rig at the solved controls."""
+
+    def build(ctx: VariantContext) -> Variant:
+        if start not in ctx.variants:
+            raise ValueError(f"finetuned_variant starts from {start!r}, which is not built before it "
+                             f"(built: {list(ctx.variants)})")
+        ref = ctx.variants[start]
+        cs = ctx.world.control_set
+        problem = finetune_problem(ctx.world.generic.model, ref.rig, ctx.beta, primary=cs.primary_mask,
+                                   tweakers=ctx.tweakers, exprdirs=ref.exprdirs)
+        cfg = dataclasses.replace(config, weights=ctx.weights, inversion=ctx.inversion)
+        theta, state = FineTuning(cfg).run(None, problem, ctx.data)
+        info = {"stage_values": [round(float(v), 5) for v in state.stage_values],
+                "iterations": int(state.iter_num), "accepted": [int(a) for a in state.accepted]}
+        return Variant("finetuned", theta.exprdirs, dataclasses.replace(ref.rig, basis=theta.basis), info)
+
+    return build
 
 
 # ---------------------------------------------------------------- evaluation

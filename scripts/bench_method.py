@@ -21,7 +21,8 @@ model: ``make_world`` builds it with ``make_generic_semantic_model(seed, size, n
    one performer (compilation separately, then the run), then ``calibrate_many`` on 8 and 64 copies
    of that performer's data (each copy with its own 0.1 mm noise) in one vmapped call, as a ratio to
    one. Targets: one performer < 10 s; 64 performers < 10x one.
-3. fine-tuning stages: run only when ``flamejax.finetune`` exists (see :func:`bench_finetune`).
+3. fine-tuning: seconds per stage from the calibrated rig, and one gradient of L (implicit adjoint)
+   against the direct method that materialises dc/dtheta (see :func:`bench_finetune`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import importlib.util
 import json
 import os
 import platform
@@ -326,15 +326,95 @@ def bench_calibrate(setup: Setup, batches: list[int], repeats: int = 3) -> dict[
 
 
 def bench_finetune(setup: Setup, args: argparse.Namespace) -> Optional[dict[str, Any]]:
-    """Seconds for each fine-tuning stage (flamejax.finetune), next to the calibration above.
+    """Seconds for each fine-tuning stage (flamejax.finetune) from the calibrated rig, and the cost
+    of one gradient of L: ours (implicit adjoint: one K x K solve and one VJP per sample) against
+    the straightforward direct method, which materialises dc/dtheta by forward mode (one JVP per
+    parameter) -- measured on stage 1's parameters (B's primary columns, the authors' reduced rig)
+    for one sample, and scaled to the samples; for the full rig only its size is computed."""
+    from flamejax import finetune as ft
+    from flamejax.calibrate import CalibrationConfig, calibrate_simon_says, simon_says_data
+    from flamejax.synthetic.world import simon_says_masks, tracked_geometry
 
-    To be written against flamejax.finetune's API once that module exists; until then this section
-    only reports that it is not available."""
-    if importlib.util.find_spec("flamejax.finetune") is None:
-        print("\n== 3. fine-tuning: flamejax.finetune not available")
-        return None
-    print("\n== 3. fine-tuning: flamejax.finetune exists, but this benchmark section is not written yet")
-    return None
+    world = setup.world
+    model, rig, cs = world.generic.model, world.generic.rig, world.control_set
+    name = next(iter(world.performers))
+    seq = world.sequences[name]["simon_says"]
+    data = simon_says_data(seq.controls, tracked_geometry(world, "OS1", name, "simon_says"), seq.hold,
+                           simon_says_masks(world), "mean")
+    beta = jnp.asarray(world.performers[name].beta, model.dtype)
+    combos = jnp.asarray(cs.simon_says.combination_targets)
+    calibrated, _ = calibrate_simon_says(model, rig, beta, data, combos, CalibrationConfig())
+    problem = ft.finetune_problem(model, calibrated.rig, beta, primary=cs.primary_mask, exprdirs=calibrated.exprdirs)
+    stages = ft.DEFAULT_STAGES
+    if args.quick:
+        stages = tuple(dataclasses.replace(st, maxiter=2) for st in stages)
+    cfg = ft.FinetuneConfig(stages=stages)
+    n, k = data.controls.shape
+    print(f"\n== 3. fine-tuning: from the calibrated rig, V={model.n_vertices}, K={k}, N={n} Simon-Says samples "
+          f"(tracker OS1, performer {name})")
+
+    def timed_run():
+        marks = [time.perf_counter()]
+        theta, state = ft.FineTuning(cfg).run(None, problem, data,
+                                              progress=lambda *_: marks.append(time.perf_counter()))
+        return np.diff(marks), state
+
+    first, _ = timed_run()      # compiles
+    again, state = timed_run()  # compiled
+    rows = [dict(stage=st.name, first_s=float(f), run_s=float(r), iterations=int(i), columns=int(c),
+                 value_after=float(v))
+            for st, f, r, i, c, v in zip(stages, first, again, state.stage_iters, state.columns, state.stage_values[1:])]
+    print(table(["stage", "first call s (compile)", "run s", "L-BFGS its", "B columns", "L after"],
+                [[r["stage"], f"{r['first_s']:.1f}", f"{r['run_s']:.1f}", r["iterations"], r["columns"],
+                  f"{r['value_after']:.4f}"] for r in rows]))
+    print(f"L {float(state.stage_values[0]):.4f} -> {float(state.value):.4f}; total {again.sum():.1f} s "
+          f"(first call {first.sum():.1f} s)")
+
+    # One gradient of L: ours vs the direct method on stage 1's parameters.
+    ctx = ft._context_jit(problem, problem.reference, data, jnp.ones_like(problem.primary))
+    z = ft._normalise(problem.reference, problem, cfg.length)
+    primary = jnp.asarray(cs.primary_mask, model.dtype)
+    vg = lambda: ft._value_and_grad(z, ctx, jnp.asarray(0.0, model.dtype), primary, cfg=cfg, regram=False)  # noqa: E731
+    jax.block_until_ready(vg())
+    ours_s, _ = repeat_timed(lambda: jax.block_until_ready(vg()), min_total_s=0.0, max_repeats=3)
+
+    weights = cfg.weights
+    cols = np.flatnonzero(cs.primary_mask)
+    c_star = ft._solve_jit(ctx, problem.reference, cfg=cfg)
+    y, c0 = data.vertices[0], c_star[0]
+
+    @jax.jit
+    def direct(b_cols):  # dc/d(B's primary columns), materialised, for one sample
+        def grad_c(b):
+            theta = problem.reference._replace(basis=problem.reference.basis.at[:, cols].set(b))
+            return jax.grad(ft.objective, argnums=1)(ft.tracker_problem(problem, theta, regram=False), c0, y, weights)
+        mixed = jax.jacfwd(grad_c)(b_cols)                                   # (K, P, C)
+        hess = jax.hessian(lambda c: ft.objective(problem.inversion, c, y, weights))(c0)
+        free = ((c0 > cfg.bound_tol) & (c0 < 1 - cfg.bound_tol)).astype(c0.dtype)
+        system = hess * free[:, None] * free[None, :] + jnp.diag(1 - free + 1e-6 * free)
+        return -jnp.linalg.solve(system, (free[:, None, None] * mixed).reshape(k, -1))
+    b0 = problem.reference.basis[:, cols]
+    t = time.perf_counter()
+    jax.block_until_ready(direct(b0))
+    direct_first = time.perf_counter() - t
+    direct_one, _ = repeat_timed(lambda: jax.block_until_ready(direct(b0)), min_total_s=0.0, max_repeats=1)
+    direct_s = direct_one * n
+    n_v, n_e = model.n_vertices, model.n_expr
+    full_entries = 3 * n_v * (n_e * n_v * 3 + rig.basis.size)
+    result = dict(stages=rows, value_before=float(state.stage_values[0]), value_after=float(state.value),
+                  total_s=float(again.sum()), first_call_total_s=float(first.sum()),
+                  gradient=dict(ours_s=ours_s, direct_reduced_rig_s=direct_s, direct_per_sample_s=direct_one,
+                                direct_first_call_s=direct_first, reduced_parameters=int(b0.size),
+                                ratio=direct_s / ours_s, full_rig_dR_dtheta_entries=int(full_entries)))
+    print(table(["gradient of L", "parameters", "seconds", "ratio"],
+                [["ours (implicit adjoint)", f"{b0.size} (stage 1) .. {n_e * n_v * 3 + rig.basis.size} (full)",
+                  f"{ours_s:.2f}", "1x"],
+                 ["direct: materialised dc/dtheta", f"{b0.size} (stage 1 only)", f"{direct_s:.2f}",
+                  f"{direct_s / ours_s:.1f}x"]]))
+    print(f"direct method: {direct_one:.2f} s per sample x {n} samples (compile {direct_first - direct_one:.1f} s); "
+          f"for the full rig dR/dtheta alone would hold {full_entries:.2e} entries per sample "
+          f"({full_entries * 4 / 2**30:.1f} GiB in float32)")
+    return result
 
 
 # ---------------------------------------------------------------- main

@@ -1,4 +1,4 @@
-"""The method's evaluation on the synthetic world: baseline vs calibrated, every metric.
+"""The method's evaluation on the synthetic world: baseline vs calibrated vs fine-tuned, every metric.
 
     .venv/bin/python scripts/report_method.py                 # the default world (WorldConfig())
     .venv/bin/python scripts/report_method.py --quick         # a tiny world, few frames: seconds
@@ -14,6 +14,7 @@ key, calibration and inversion settings, frame cap, run time).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -26,7 +27,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from flamejax.calibrate import CalibrationConfig  # noqa: E402
-from flamejax.evaluate import evaluate_world, settings_dict, summarise, to_csv, to_markdown  # noqa: E402
+from flamejax.evaluate import (evaluate_world, finetuned_variant, settings_dict, summarise, to_csv,  # noqa: E402
+                               to_markdown)
+from flamejax.finetune import FinetuneConfig  # noqa: E402
 from flamejax.synthetic.sequences import SequenceConfig  # noqa: E402
 from flamejax.synthetic.world import WorldConfig, load_or_make_world  # noqa: E402
 from flamejax.track import InversionConfig, InversionWeights  # noqa: E402
@@ -50,6 +53,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tweaker", type=float, default=InversionWeights().tweaker)
     ap.add_argument("--smoothness", type=float, default=InversionWeights().smoothness)
     ap.add_argument("--calibration-frames", default="mean", choices=["mean", "all"])
+    ap.add_argument("--no-finetune", action="store_true",
+                    help="leave out the fine-tuned variant (flamejax.finetune, the authors' four stages)")
     args = ap.parse_args(argv)
 
     cfg = QUICK_WORLD if args.quick else WorldConfig()
@@ -57,6 +62,7 @@ def main(argv=None) -> int:
     calibration = CalibrationConfig()
     weights = InversionWeights(l1=args.l1, tweaker=args.tweaker, smoothness=args.smoothness)
     inversion = InversionConfig()
+    finetune = FinetuneConfig()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -70,6 +76,7 @@ def main(argv=None) -> int:
     records = evaluate_world(world, calibration=calibration, weights=weights, inversion=inversion,
                              takes=tuple(args.takes), max_frames=max_frames,
                              calibration_frames=args.calibration_frames,
+                             extra_variants=() if args.no_finetune else (finetuned_variant(finetune),),
                              progress=lambda msg: print("  " + msg, flush=True))
     eval_s = time.perf_counter() - start
     summary = summarise(records)
@@ -91,6 +98,9 @@ def main(argv=None) -> int:
     (out / "settings.json").write_text(json.dumps({
         "world_key": cfg.key(), "world": cfg.to_dict(), **settings_dict(calibration, weights, inversion),
         "takes": list(args.takes), "max_frames": max_frames, "calibration_frames": args.calibration_frames,
+        "finetune": None if args.no_finetune else {
+            "stages": [dataclasses.asdict(st) for st in finetune.stages],
+            **{k: getattr(finetune, k) for k in ("w_controls", "w_geometry", "w_reg", "filter_threshold")}},
         "frames": frames, "world_seconds": world_s, "evaluation_seconds": eval_s,
         "device": str(jax.devices()[0]),
     }, indent=2, sort_keys=True))
