@@ -4,9 +4,14 @@
     model = fj.synthetic.make_flame(seed=0)          # or fj.load_flame("generic_model.pkl")
     out = fj.flame_forward(model, fj.FlameParams(expression=psi, jaw_pose=jaw))
     out.vertices, out.joints, out.landmarks
+
+The method (DESIGN.md section 1): ``fj.calibrate`` (Simon-Says calibration), ``fj.track`` (rig
+inversion), ``fj.finetune`` (the tracker's rig through the tracker), ``fj.retarget``,
+``fj.metrics``; ``fj.evaluate`` runs them all on a synthetic world.
 """
 
-from flamejax import io, landmarks, rotations, semantic, synthetic
+from flamejax import (calibrate, evaluate, finetune, io, landmarks, metrics, retarget, rotations, semantic,
+                      synthetic, track)
 from flamejax.flame import (
     FixedIdentityFlame,
     FlameModel,
@@ -24,12 +29,18 @@ __all__ = [
     "FlameOutput",
     "FlameParams",
     "bind_identity",
+    "calibrate",
+    "evaluate",
+    "finetune",
     "flame_forward",
     "flame_forward_fixed",
     "io",
     "landmarks",
     "load_flame",
+    "metrics",
+    "retarget",
     "rotations",
     "semantic",
     "synthetic",
+    "track",
 ]
