@@ -4,9 +4,18 @@
 posedirs (V, 3, 36), J_regressor (5, V), weights (V, 5), faces (F, 3)) plus a landmark embedding,
 so that the tests' reference implementations work from the file layout and never from flamejax
 code paths. ``flame_model`` is the same data as a :class:`flamejax.FlameModel` (float32).
+
+``tiny_world`` is the exception: the synthetic world (flamejax.synthetic.world) on a deliberately
+small config, shared by every test file that needs a whole world (test_world, test_evaluate).
+Building it is the most expensive fixture of the suite, so it is built once per test run: cached
+on disk in the run's temporary folder, which pytest-xdist's workers share, under a file lock (the
+first worker to need it builds it, the others wait for it and read it back).
 """
 
 from __future__ import annotations
+
+import contextlib
+import os
 
 import jax
 import jax.numpy as jnp
@@ -106,3 +115,45 @@ def x64():
     finally:
         jax.config.update("jax_enable_x64", previous)
 
+
+
+def tiny_world_config():
+    """The shared small world: tiny head, two performers, both trackers (OS1, OS2), every take
+    (Simon-Says with holds of the default length; short ROM takes and pangram)."""
+    from flamejax.synthetic.sequences import SequenceConfig
+    from flamejax.synthetic.world import WorldConfig
+
+    return WorldConfig(seed=1, size="tiny", n_performers=2,
+                       sequences=SequenceConfig(ramp=0.2, rest=0.1, rom_singles=2, rom_pairs=1, text="Pack my box."))
+
+
+@contextlib.contextmanager
+def _file_lock(path):
+    """An exclusive lock on ``path`` held for the block (no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """:func:`tiny_world_config`'s world, made once per test run and cached on disk like a real
+    one (``load_or_make_world``); under pytest-xdist the cache lives in the folder all workers'
+    temporary folders share, so only one worker builds it."""
+    from flamejax.synthetic.world import load_or_make_world
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by this run's workers
+    cache = root / "tiny_world_cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    with _file_lock(cache / ".lock"):
+        return load_or_make_world(tiny_world_config(), cache)

@@ -14,8 +14,6 @@ import pytest
 from flamejax.calibrate import CalibrationConfig
 from flamejax.evaluate import (INTENDED_TABLE1, METRICS, TABLE1_METRICS, TRAINING_TAKE, TRUTH_METRICS, Variant,
                                evaluate_world, frame_subset, summarise, to_csv, to_markdown)
-from flamejax.synthetic.sequences import SequenceConfig
-from flamejax.synthetic.world import WorldConfig, load_or_make_world
 
 TAKES = ("rom1", "rom2", "pangram")
 FRAMES = 24
@@ -25,12 +23,10 @@ CALIBRATION = CalibrationConfig(linesearch="backtracking", maxiter=60)
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tiny_world):
     """test_world.py's small world (tiny head, two performers, both trackers, short takes, Simon-Says
-    holds of the default length), cached on disk like a real one."""
-    cfg = WorldConfig(seed=1, size="tiny", n_performers=2,
-                      sequences=SequenceConfig(ramp=0.2, rest=0.1, rom_singles=2, rom_pairs=1, text="Pack my box."))
-    return load_or_make_world(cfg, tmp_path_factory.mktemp("world_cache"))
+    holds of the default length): conftest's ``tiny_world``, built once per test run."""
+    return tiny_world
 
 
 def _shifted(ctx):

@@ -1,6 +1,6 @@
 """The synthetic world end to end, on a deliberately small config (tiny head, short takes), and
-the make_dataset job that writes it. One file, so that the session's small world is built once
-(pytest runs with --dist loadfile)."""
+the make_dataset job that writes it. The small world is conftest's ``tiny_world``:
+built once per test run and shared with test_evaluate.py."""
 
 import dataclasses
 import json
@@ -14,21 +14,20 @@ from omegaconf import OmegaConf
 
 import flamejax as fj
 from experiments.make_dataset import world_config, write_dataset
-from flamejax.synthetic.sequences import SequenceConfig
 from flamejax.synthetic.diagnostics import signature_report
 from flamejax.synthetic.trackers import OS1, track
-from flamejax.synthetic.world import TAKES, WorldConfig, load_or_make_world, load_world, performer_geometry, save_world
+from flamejax.synthetic.world import TAKES, WorldConfig, load_world, performer_geometry, save_world
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
 @pytest.fixture(scope="module")
-def small_world(tmp_path_factory):
+def small_world(tiny_world):
     """A deliberately small world (tiny head, two performers, both trackers, short takes but
-    Simon-Says holds of the default length), built once and cached on disk like a real one."""
-    cfg = WorldConfig(seed=1, size="tiny", n_performers=2,
-                      sequences=SequenceConfig(ramp=0.2, rest=0.1, rom_singles=2, rom_pairs=1, text="Pack my box."))
-    return load_or_make_world(cfg, tmp_path_factory.mktemp("world_cache"))
+    Simon-Says holds of the default length), built once per test run and cached on disk like a
+    real one (conftest.tiny_world, shared with test_evaluate.py)."""
+    assert tiny_world.config.n_performers == 2 and [n for n, _ in tiny_world.config.trackers] == ["OS1", "OS2"]
+    return tiny_world
 
 
 def test_world_contents(small_world):
@@ -59,7 +58,11 @@ def test_cache_round_trip_and_config_key(small_world, tmp_path):
         np.testing.assert_array_equal(again.sequences[name][take].controls, world.sequences[name][take].controls)
         np.testing.assert_array_equal(np.asarray(again.tracked["OS2"][name][take].expression),
                                       np.asarray(world.tracked["OS2"][name][take].expression))
+        # the shared world may itself come from the cache: the stored precision is the made one's
+        assert again.sequences[name][take].controls.dtype == np.float32
+        assert np.asarray(again.tracked["OS2"][name][take].expression).dtype == world.generic.model.dtype
     np.testing.assert_array_equal(again.performers[name].residuals, world.performers[name].residuals)
+    assert again.performers[name].residuals.dtype == np.float64
     assert WorldConfig.from_dict(world.config.to_dict()) == world.config
     assert dataclasses.replace(world.config, seed=2).key() != world.config.key()
 

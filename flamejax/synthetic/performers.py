@@ -44,10 +44,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flamejax.chunking import map_chunks
 from flamejax.flame import FlameModel, FlameParams, bind_identity, flame_forward_fixed
 from flamejax.semantic.rig import euler_to_axis_angle
 from flamejax.synthetic import rigging
+from flamejax.synthetic._host_chunks import host_map_chunks
 from flamejax.synthetic.fields import anchors, random_smooth_fields, window
 from flamejax.synthetic.head import PART_HEAD, HeadMesh
 from flamejax.synthetic.target_rig import TargetRig
@@ -313,8 +313,9 @@ def performer_vertices(model: FlameModel, target_rig: TargetRig, performer: Perf
     pm = performer_model(model, target_rig, performer)
     dt = model.dtype
     beta = jnp.asarray(performer.beta, dt)
-    frames = (jnp.asarray(np.concatenate([c_eff, c], axis=1), dt), jnp.asarray(c_eff @ target_rig.jaw, dt),
-              jnp.broadcast_to(jnp.asarray(global_pose, dt), (len(c), 3)),
-              jnp.broadcast_to(jnp.asarray(neck_pose, dt), (len(c), 3)))
-    vertices, = map_chunks(lambda *f: (_forward_frames(pm, beta, *f),), frames, chunk)
+    # frames built, cut and padded on the host: one compilation for every sequence length
+    frames = (np.asarray(np.concatenate([c_eff, c], axis=1), dt), np.asarray(c_eff @ target_rig.jaw, dt),
+              np.broadcast_to(np.asarray(global_pose, dt), (len(c), 3)),
+              np.broadcast_to(np.asarray(neck_pose, dt), (len(c), 3)))
+    vertices, = host_map_chunks(lambda *f: (_forward_frames(pm, beta, *f),), frames, chunk)
     return vertices

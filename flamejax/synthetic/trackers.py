@@ -30,10 +30,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from flamejax.chunking import map_chunks
 from flamejax.flame import FixedIdentityFlame, FlameModel, bind_identity
 from flamejax.gauss_newton import Grams, frame_vertices as _frame_vertices, make_grams, normal_equations
+from flamejax.synthetic._host_chunks import host_map_chunks, padded_length
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,12 +160,21 @@ def _gaussian_smooth(x, sigma: float):
     return jax.vmap(lambda col: jnp.convolve(col, k, mode="valid"), in_axes=1, out_axes=1)(padded)
 
 
-def apply_character(expression, jaw, cfg: TrackerConfig, key):
+def apply_character(expression, jaw, cfg: TrackerConfig, key, n_valid=None):
     """The tracker's character on fitted (T, n) expression and (T, 3) jaw: noise, smoothing,
-    shrinkage, jitter, clamp (in that order). Returns the same shapes."""
+    shrinkage, jitter, clamp (in that order). Returns the same shapes.
+
+    n_valid (traced int or None): only the first ``n_valid`` frames are the sequence, the rest is
+    padding (a length bucket, so that one compilation serves many lengths). The first n_valid
+    output frames are then those of the unpadded call: the noise draws are per-element counters
+    (a prefix of the padded draws is the unpadded draw) and the smoothing sees the sequence's last
+    frame repeated past its end, as its edge replication does."""
     k1, k2, k3, k4 = jax.random.split(key, 4)
     expression = expression + cfg.expr_noise * jax.random.normal(k1, expression.shape, expression.dtype)
     jaw = jaw + cfg.jaw_noise * jax.random.normal(k2, jaw.shape, jaw.dtype)
+    if n_valid is not None and cfg.smoothing > 0:
+        last = jnp.minimum(jnp.arange(expression.shape[0]), n_valid - 1)
+        expression, jaw = expression[last], jaw[last]
     expression, jaw = _gaussian_smooth(expression, cfg.smoothing), _gaussian_smooth(jaw, cfg.smoothing)
     expression, jaw = (1.0 - cfg.shrinkage) * expression, (1.0 - cfg.shrinkage) * jaw
     expression = expression + cfg.expr_jitter * jax.random.normal(k3, expression.shape, expression.dtype)
@@ -189,7 +199,12 @@ def _chunk_residual(fixed, psi, jaw, geometry, global_pose, neck_pose, translati
 
 
 _residual_chunk = jax.jit(_chunk_residual)
-_character = jax.jit(lambda e, j, k, cfg: apply_character(e, j, cfg, k), static_argnums=3)
+_character = jax.jit(lambda e, j, k, n, cfg: apply_character(e, j, cfg, k, n), static_argnums=4)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _normal(key, shape, dtype):
+    return jax.random.normal(key, shape, dtype)
 
 
 def track(model: FlameModel, geometry, global_pose, neck_pose, cfg: TrackerConfig, rng, *,
@@ -208,27 +223,39 @@ def track(model: FlameModel, geometry, global_pose, neck_pose, cfg: TrackerConfi
         raise ValueError(f"the tracker estimates {cfg.n_expr} coefficients, the model has {model.n_expr}")
     fixed = dataclasses.replace(bind_identity(model, shape), landmarks=None)
     dtype = fixed.dtype
-    geometry = jnp.asarray(geometry, dtype)
+    # Frames live on the host and are cut into chunks there; everything per-frame that JAX
+    # computes runs at a padded length (a multiple of ``chunk``), so a world's many take lengths
+    # share a handful of compilations. The valid frames are bit-for-bit those of unpadded calls.
+    geometry = np.asarray(geometry, dtype)
     t = geometry.shape[0]
     if geometry.shape != (t, fixed.rest.shape[1], 3):
         raise ValueError(f"geometry must be (T, {fixed.rest.shape[1]}, 3), got {geometry.shape}")
-    global_pose = jnp.broadcast_to(jnp.asarray(global_pose, dtype), (t, 3))
-    neck_pose = jnp.broadcast_to(jnp.asarray(neck_pose, dtype), (t, 3))
-    translation = (jnp.zeros((t, 3), dtype) if translation is None
-                   else jnp.broadcast_to(jnp.asarray(translation, dtype), (t, 3)))
+    if t == 0:
+        raise ValueError("map_chunks needs at least one frame")
+    t_pad = padded_length(t, chunk)
+
+    def pad(x):
+        return np.concatenate([x, np.repeat(x[-1:], t_pad - len(x), 0)]) if len(x) < t_pad else x
+
+    global_pose = np.broadcast_to(np.asarray(global_pose, dtype), (t, 3))
+    neck_pose = np.broadcast_to(np.asarray(neck_pose, dtype), (t, 3))
+    translation = (np.zeros((t, 3), dtype) if translation is None
+                   else np.broadcast_to(np.asarray(translation, dtype), (t, 3)))
     k_pose, k_char = jax.random.split(rng)
     kg, kn = jax.random.split(k_pose)
-    global_pose = global_pose + cfg.pose_noise * jax.random.normal(kg, global_pose.shape, dtype)
-    neck_pose = neck_pose + cfg.pose_noise * jax.random.normal(kn, neck_pose.shape, dtype)
+    global_pose = np.asarray(jnp.asarray(pad(global_pose)) + cfg.pose_noise * _normal(kg, (t_pad, 3), dtype))[:t]
+    neck_pose = np.asarray(jnp.asarray(pad(neck_pose)) + cfg.pose_noise * _normal(kn, (t_pad, 3), dtype))[:t]
     poses = (global_pose, neck_pose, translation)
     fit = functools.partial(_fit_chunk, fixed, make_grams(fixed, cfg.n_expr), n_expr=cfg.n_expr,
                             n_steps=cfg.n_steps, ridge=cfg.ridge)
-    psi, jaw, fit_residual = map_chunks(fit, (geometry, *poses), chunk)
-    psi, jaw = _character(psi, jaw, k_char, cfg)
-    residual, = map_chunks(lambda *a: (_residual_chunk(fixed, *a),), (psi, jaw, geometry, *poses), chunk)
-    expression = jnp.pad(psi, ((0, 0), (0, fixed.n_expr - cfg.n_expr)))
+    psi, jaw, fit_residual = host_map_chunks(fit, (geometry, *poses), chunk)
+    psi, jaw = _character(pad(np.asarray(psi)), pad(np.asarray(jaw)), k_char, t, cfg)
+    psi, jaw = np.asarray(psi)[:t], np.asarray(jaw)[:t]
+    residual, = host_map_chunks(lambda *a: (_residual_chunk(fixed, *a),), (psi, jaw, geometry, *poses), chunk)
+    expression = jnp.asarray(np.pad(psi, ((0, 0), (0, fixed.n_expr - cfg.n_expr))))
     shape = jnp.zeros((model.n_shape,), dtype) if shape is None else jnp.asarray(shape, dtype)
-    return TrackedSequence(expression, jaw, global_pose, neck_pose, translation, shape, residual, fit_residual)
+    return TrackedSequence(expression, jnp.asarray(jaw), jnp.asarray(global_pose), jnp.asarray(neck_pose),
+                           jnp.asarray(translation), shape, residual, fit_residual)
 
 
 def canonical_pose(seq: TrackedSequence) -> TrackedSequence:
@@ -245,5 +272,5 @@ def tracked_vertices(model: FlameModel, seq: TrackedSequence, *, chunk: int = 25
     """(T, V, 3) metres: the generic model evaluated at the tracked parameters."""
     fixed = dataclasses.replace(bind_identity(model, seq.shape), landmarks=None)
     frames = (seq.expression, seq.jaw_pose, seq.global_pose, seq.neck_pose, seq.translation)
-    vertices, = map_chunks(lambda *f: (_vertices_chunk(fixed, *f),), [jnp.asarray(f) for f in frames], chunk)
+    vertices, = host_map_chunks(lambda *f: (_vertices_chunk(fixed, *f),), frames, chunk)
     return vertices
