@@ -343,7 +343,7 @@ _evaluate = jax.jit(_evaluate_impl, static_argnames=("cfg",))
 def loss_terms(theta: TrackerRig, fp: FinetuneProblem, data: SimonSaysData, cfg: FinetuneConfig = FinetuneConfig()):
     """-> (:class:`LossTerms` at ``theta`` with every control available to the tracker, the
     tracker's solutions (N, K) on the samples)."""
-    return _evaluate(theta, fp, data, cfg=cfg)
+    return _evaluate(theta, fp, data, cfg=_compiled(cfg))
 
 
 # ---------------------------------------------------------------- stages
@@ -364,6 +364,12 @@ def _masked_loss(z, ctx: _Context, free_e, columns, cfg: FinetuneConfig, regram:
 
 
 _value_and_grad = jax.jit(jax.value_and_grad(_masked_loss), static_argnames=("cfg", "regram"))
+
+
+def _compiled(cfg: FinetuneConfig) -> FinetuneConfig:
+    """The part of the config compiled programs depend on: the stages are host-side only, so
+    changing them (a stage sweep, an ablation) reuses the compiled programs."""
+    return dataclasses.replace(cfg, stages=())
 
 
 def _spurious(ctx: _Context, z, cfg: FinetuneConfig) -> np.ndarray:
@@ -408,7 +414,7 @@ class FineTuning:
         (:func:`flamejax.calibrate.simon_says_data`; controls (N, K) intended, vertices (N, V, 3)
         tracked, canonical pose; their masks are not used); progress: optional callable(stage
         name, value) after each stage -> (TrackerRig, FinetuneState)."""
-        cfg = self.config
+        stages, cfg = self.config.stages, _compiled(self.config)
         n_v = problem.inversion.fixed.rest.shape[1]
         if data.vertices.shape[1:] != (n_v, 3) or data.controls.shape[1:] != problem.primary.shape:
             raise ValueError(f"data must be controls (N, {problem.primary.shape[0]}) and vertices (N, {n_v}, 3), "
@@ -421,7 +427,7 @@ class FineTuning:
         terms, before = loss_terms(theta, problem, data, cfg)
         values, iters, columns, accepted, err = [self._total(terms)], [], [], [], 0.0
         primary = np.asarray(problem.primary) > 0
-        for stage in cfg.stages:
+        for stage in stages:
             mask = problem.primary if stage.tracker_controls == "primary" else jnp.ones_like(problem.primary)
             ctx = _context_jit(problem, _unpack(z, problem, cfg.length), data, mask)
             free_e = 1.0 if stage.tune in ("exprdirs", "both") else 0.0
@@ -451,7 +457,7 @@ class FineTuning:
                 progress(stage.name, float(values[-1]))
         state = FinetuneState(jnp.asarray(sum(iters)), values[-1], jnp.asarray(err, dt), jnp.stack(values),
                               jnp.asarray(iters, jnp.int32), jnp.asarray(columns, jnp.int32),
-                              jnp.asarray(accepted, jnp.int32), before, after if cfg.stages else before)
+                              jnp.asarray(accepted, jnp.int32), before, after if stages else before)
         return _unpack(z, problem, cfg.length), state
 
     def _total(self, t: LossTerms):

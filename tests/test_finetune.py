@@ -154,9 +154,9 @@ def test_implicit_derivative_matches_an_unrolled_solver(x64):
 
 
 STAGES = (ft.FinetuneStage("primary, reduced rig", tune="basis", columns="primary", tracker_controls="primary",
-                           maxiter=8),
-          ft.FinetuneStage("full rig", tune="both", columns="filtered", maxiter=8),
-          ft.FinetuneStage("tweakers", tune="basis", columns="tweakers", maxiter=3))
+                           maxiter=5),
+          ft.FinetuneStage("full rig", tune="both", columns="filtered", maxiter=4),
+          ft.FinetuneStage("tweakers", tune="basis", columns="tweakers", maxiter=2))
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +197,7 @@ def test_finetuning_moves_only_what_its_stages_allow(world32, tuned):
 
 def test_basis_only_stage_keeps_the_expression_basis_and_frozen_columns(world32):
     cs, fp, data = world32
-    stage = ft.FinetuneStage("primary", tune="basis", columns="primary", maxiter=3)
+    stage = ft.FinetuneStage("primary", tune="basis", columns="primary", maxiter=2)  # compiled programs reused
     theta, state = ft.FineTuning(ft.FinetuneConfig(stages=(stage,))).run(None, fp, data)
     np.testing.assert_array_equal(np.asarray(theta.exprdirs), np.asarray(fp.reference.exprdirs))
     tweak = np.asarray(cs.tweaker_mask)
