@@ -363,7 +363,8 @@ def bench_finetune(setup: Setup, args: argparse.Namespace) -> Optional[dict[str,
     again, state = timed_run()  # compiled
     rows = [dict(stage=st.name, first_s=float(f), run_s=float(r), iterations=int(i), columns=int(c),
                  value_after=float(v))
-            for st, f, r, i, c, v in zip(stages, first, again, state.stage_iters, state.columns, state.stage_values[1:])]
+            for st, f, r, i, c, v in zip(stages, first, again, state.stage_iters, state.columns,
+                                         state.stage_values[1:])]
     print(table(["stage", "first call s (compile)", "run s", "L-BFGS its", "B columns", "L after"],
                 [[r["stage"], f"{r['first_s']:.1f}", f"{r['run_s']:.1f}", r["iterations"], r["columns"],
                   f"{r['value_after']:.4f}"] for r in rows]))

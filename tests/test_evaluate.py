@@ -13,7 +13,9 @@ import pytest
 
 from flamejax.calibrate import CalibrationConfig
 from flamejax.evaluate import (INTENDED_TABLE1, METRICS, TABLE1_METRICS, TRAINING_TAKE, TRUTH_METRICS, Variant,
-                               evaluate_world, frame_subset, summarise, to_csv, to_markdown)
+                               baseline_variant, evaluate_world, finetuned_variant, frame_subset, summarise, to_csv,
+                               to_markdown)
+from flamejax.finetune import FinetuneConfig, FinetuneStage
 
 TAKES = ("rom1", "rom2", "pangram")
 FRAMES = 24
@@ -132,3 +134,34 @@ def test_bad_arguments(world):
         evaluate_world(world, trackers=("OS9",))
     assert list(frame_subset(10, None)) == list(range(10))
     assert list(frame_subset(10, 3)) == [0, 4, 9] or list(frame_subset(10, 3)) == [0, 5, 9]
+
+
+def test_finetuned_variant_descends_from_the_calibrated_rig(world):
+    """The fine-tuned variant (one short stage here) starts from "calibrated", lowers its own
+    objective, and its records are complete; without a calibrated variant before it, a clear error."""
+    config = FinetuneConfig(stages=(FinetuneStage("primary", tune="basis", columns="primary", maxiter=3),))
+    performer, tracker = list(world.performers)[0], list(world.tracked)[0]
+    built = []
+
+    def finetuned(ctx):
+        built.append((ctx.variants["calibrated"], finetuned_variant(config)(ctx)))
+        return built[-1][1]
+
+    out = evaluate_world(world, calibration=CALIBRATION, takes=("rom1",), max_frames=FRAMES, performers=[performer],
+                         trackers=[tracker], extra_variants=(finetuned,))
+    tuned = [r for r in out if r["variant"] == "finetuned"]
+    assert sorted(r["take"] for r in tuned) == sorted([TRAINING_TAKE, "rom1"])
+    for r in tuned:
+        assert all(math.isfinite(r[m]) for m in METRICS if not (m == "recognition" and r["take"] != TRAINING_TAKE))
+    start, tuned_variant = built[0]
+    values = tuned_variant.info["stage_values"]
+    assert len(values) == 2 and values[1] < values[0]
+    # a B-only stage on the primary columns: the rest of the calibrated rig is untouched
+    tweakers = np.asarray(world.control_set.tweaker_mask)
+    np.testing.assert_array_equal(np.asarray(tuned_variant.exprdirs), np.asarray(start.exprdirs))
+    tuned_basis, start_basis = np.asarray(tuned_variant.rig.basis), np.asarray(start.rig.basis)
+    np.testing.assert_array_equal(tuned_basis[:, tweakers], start_basis[:, tweakers])
+    assert np.any(tuned_basis[:, ~tweakers] != start_basis[:, ~tweakers])
+    with pytest.raises(ValueError, match="calibrated"):
+        evaluate_world(world, takes=("rom1",), max_frames=4, performers=[performer], trackers=[tracker],
+                       variants=(baseline_variant,), extra_variants=(finetuned_variant(config),))
