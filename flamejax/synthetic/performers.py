@@ -47,7 +47,7 @@ import numpy as np
 from flamejax.flame import FlameModel, FlameParams, bind_identity, flame_forward_fixed
 from flamejax.semantic.rig import euler_to_axis_angle
 from flamejax.synthetic import rigging
-from flamejax.synthetic._host_chunks import host_map_chunks
+from flamejax.chunking import map_chunks
 from flamejax.synthetic.fields import anchors, random_smooth_fields, window
 from flamejax.synthetic.head import PART_HEAD, HeadMesh
 from flamejax.synthetic.target_rig import TargetRig
@@ -317,5 +317,5 @@ def performer_vertices(model: FlameModel, target_rig: TargetRig, performer: Perf
     frames = (np.asarray(np.concatenate([c_eff, c], axis=1), dt), np.asarray(c_eff @ target_rig.jaw, dt),
               np.broadcast_to(np.asarray(global_pose, dt), (len(c), 3)),
               np.broadcast_to(np.asarray(neck_pose, dt), (len(c), 3)))
-    vertices, = host_map_chunks(lambda *f: (_forward_frames(pm, beta, *f),), frames, chunk)
+    vertices, = map_chunks(lambda *f: (_forward_frames(pm, beta, *f),), frames, chunk)
     return vertices

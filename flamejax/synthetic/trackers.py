@@ -34,7 +34,7 @@ import numpy as np
 
 from flamejax.flame import FixedIdentityFlame, FlameModel, bind_identity
 from flamejax.gauss_newton import Grams, frame_vertices as _frame_vertices, make_grams, normal_equations
-from flamejax.synthetic._host_chunks import host_map_chunks, padded_length
+from flamejax.chunking import map_chunks, padded_length
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,10 +248,10 @@ def track(model: FlameModel, geometry, global_pose, neck_pose, cfg: TrackerConfi
     poses = (global_pose, neck_pose, translation)
     fit = functools.partial(_fit_chunk, fixed, make_grams(fixed, cfg.n_expr), n_expr=cfg.n_expr,
                             n_steps=cfg.n_steps, ridge=cfg.ridge)
-    psi, jaw, fit_residual = host_map_chunks(fit, (geometry, *poses), chunk)
+    psi, jaw, fit_residual = map_chunks(fit, (geometry, *poses), chunk)
     psi, jaw = _character(pad(np.asarray(psi)), pad(np.asarray(jaw)), k_char, t, cfg)
     psi, jaw = np.asarray(psi)[:t], np.asarray(jaw)[:t]
-    residual, = host_map_chunks(lambda *a: (_residual_chunk(fixed, *a),), (psi, jaw, geometry, *poses), chunk)
+    residual, = map_chunks(lambda *a: (_residual_chunk(fixed, *a),), (psi, jaw, geometry, *poses), chunk)
     expression = jnp.asarray(np.pad(psi, ((0, 0), (0, fixed.n_expr - cfg.n_expr))))
     shape = jnp.zeros((model.n_shape,), dtype) if shape is None else jnp.asarray(shape, dtype)
     return TrackedSequence(expression, jnp.asarray(jaw), jnp.asarray(global_pose), jnp.asarray(neck_pose),
@@ -272,5 +272,5 @@ def tracked_vertices(model: FlameModel, seq: TrackedSequence, *, chunk: int = 25
     """(T, V, 3) metres: the generic model evaluated at the tracked parameters."""
     fixed = dataclasses.replace(bind_identity(model, seq.shape), landmarks=None)
     frames = (seq.expression, seq.jaw_pose, seq.global_pose, seq.neck_pose, seq.translation)
-    vertices, = host_map_chunks(lambda *f: (_vertices_chunk(fixed, *f),), frames, chunk)
+    vertices, = map_chunks(lambda *f: (_vertices_chunk(fixed, *f),), frames, chunk)
     return vertices
