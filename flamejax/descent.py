@@ -1,5 +1,6 @@
 """Monotone L-BFGS: jaxopt's L-BFGS steps inside one ``lax.while_loop`` that never accepts a step
-which does not decrease the objective. Shared by Simon-Says calibration and fine-tuning.
+which does not decrease the objective. Used by Simon-Says calibration (fine-tuning runs its
+stages on the host instead: see :mod:`flamejax.finetune`).
 
     z, state = minimize_lbfgs(f, z0, maxiter=100, tol=1e-4)
     state.iter_num, state.value, state.error, state.history, state.stalled

@@ -24,8 +24,8 @@ bound stay there under small changes (strict complementarity), so their derivati
 
 theta_T = :class:`TrackerRig` (exprdirs (E, V, 3) metres per unit coefficient, basis (P, K),
 offset (P,) kept fixed). The optimiser works on z, theta's change normalised as in
-:mod:`flamejax.calibrate` (exprdirs by L sqrt(V); B's row p by L / s_p), with monotone L-BFGS
-(:mod:`flamejax.descent`). Expression-basis changes are confined to the vertices the generic
+:mod:`flamejax.calibrate` (exprdirs by L sqrt(V); B's row p by L / s_p), with scipy's L-BFGS-B
+on the host (see "stages" below for why). Expression-basis changes are confined to the vertices the generic
 basis moves, so the trackers' joint bookkeeping (:func:`flamejax.gauss_newton.active_joints`)
 stays exact.
 
@@ -47,7 +47,6 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from flamejax.calibrate import SimonSaysData, sample_weights, theta_scale
-from flamejax.descent import minimize_lbfgs
 from flamejax.flame import FlameModel
 from flamejax.gauss_newton import active_joints, grams
 from flamejax.semantic.rig import SemanticRig
