@@ -118,9 +118,8 @@ def normal_equations(fixed: FixedIdentityFlame, grams: Grams, psi, jaw, global_p
     c = jnp.einsum("jxa,kxb->jakb", ra, ra).reshape(grams.g.shape[0], grams.g.shape[1])
     cross = jnp.einsum("jkam,jxa,kxn->mn", grams.h, ra, da)
     h_pp = jnp.einsum("pq,pqmn->mn", c, grams.g) + cross + cross.T + jnp.einsum("jk,jxm,kxn->mn", grams.s, d, d)
-    both = jt(m[None, :, None] * jnp.concatenate([r[None], dv], 0))     # (4, n)
-    h_pj = both[1:].T                                                   # (n, 3)
+    h_pj = jt(m[None, :, None] * dv).T                                 # (n, 3)
     h_jj = jnp.einsum("ivx,v,kvx->ik", dv, m, dv)
     h = jnp.block([[h_pp, h_pj], [h_pj.T, h_jj]]) / total
-    g = jnp.concatenate([both[0], jnp.einsum("ivx,v,vx->i", dv, m, r)]) / total
+    g = jnp.concatenate([jt(m[:, None] * r), jnp.einsum("ivx,v,vx->i", dv, m, r)]) / total
     return h, g, r

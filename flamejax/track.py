@@ -30,8 +30,10 @@ the jaw rotation, so each iteration forms FLAME's (n + 3)-square normal equation
 grams (:mod:`flamejax.gauss_newton`, no per-frame Jacobian), maps them to the K-sized quadratic model
 through B (and the Euler -> axis-angle Jacobian of the jaw), solves that bounded, L1-penalised
 quadratic program by ADMM in K dimensions, and takes the best of a few step lengths along the
-result (exact objective). All iterations are ``lax.while_loop``s; frames are vmapped; the
-penalty weights are a pytree (:class:`InversionWeights`) so a grid of them is vmapped too.
+result (exact objective). All iterations are ``lax.while_loop``s; frames are vmapped, long
+sequences through a pool of slots (:mod:`flamejax.pooled`: a frame that has converged hands its
+slot to the next, so nobody waits for the slowest frame); the penalty weights are a pytree
+(:class:`InversionWeights`) so a grid of them is vmapped too.
 
 In landmark-only mode the grams do not apply: a landmark mixes three vertices, so the objective is
 not a sum over vertices with a diagonal weight. The normal equations come instead from a dense
@@ -59,6 +61,7 @@ import numpy as np
 from flamejax import landmarks as lmk
 from flamejax.flame import FixedIdentityFlame, FlameModel, bind_identity
 from flamejax.gauss_newton import Grams, frame_vertices, make_grams, normal_equations
+from flamejax.pooled import solve_pooled
 from flamejax.semantic.rig import SemanticRig, euler_to_axis_angle
 
 MM2 = 1e6  # m^2 -> mm^2: the geometry term is in mm^2
@@ -309,6 +312,71 @@ def _box_qp(a, b, x0, iters: int, rho: float = 0.5):
 _STEPS = (1.0, 0.5, 0.25, 0.1)
 
 
+class _Frame(NamedTuple):
+    """One frame's inputs to the solver: target (V or L, 3), init (K,), anchor (K,), anchor_weight ()."""
+
+    target: jnp.ndarray
+    init: jnp.ndarray
+    anchor: jnp.ndarray
+    anchor_weight: jnp.ndarray
+
+
+class _Carry(NamedTuple):
+    """The solver's state on one frame: controls (K,), value (), moved () last step's largest
+    control change, it () iterations, done () stopping rule met."""
+
+    c: jnp.ndarray
+    value: jnp.ndarray
+    moved: jnp.ndarray
+    it: jnp.ndarray
+    done: jnp.ndarray
+
+
+def _frame_objective(problem, weights, frame: _Frame):
+    return lambda c: objective(problem, c, frame.target, weights, frame.anchor, frame.anchor_weight)  # noqa: E731
+
+
+def _start(problem: InversionProblem, weights: InversionWeights, frame: _Frame) -> _Carry:
+    c0 = jnp.clip(frame.init, 0.0, 1.0)
+    value = _frame_objective(problem, weights, frame)(c0)
+    return _Carry(c0, value, jnp.asarray(jnp.inf, value.dtype), jnp.asarray(0, jnp.int32), jnp.asarray(False))
+
+
+def _step(problem: InversionProblem, weights: InversionWeights, cfg: InversionConfig, frame: _Frame,
+          carry: _Carry):
+    """One projected Gauss-Newton iteration (module docstring) -> (carry, finished)."""
+    c, value = carry.c, carry.value
+    dtype = c.dtype
+    f = _frame_objective(problem, weights, frame)
+    grad, hess = _quadratic_model(problem, c, frame.target)
+    damp = cfg.damping * jnp.diagonal(hess) + 1e-9
+    a = hess + jnp.diag(damp + 2 * frame.anchor_weight)
+    b = grad - hess @ c + _penalty(problem, weights) - 2 * frame.anchor_weight * frame.anchor - damp * c
+    proposal = _box_qp(a, b, c, cfg.qp_iters)
+    candidates = c[None] + jnp.asarray(_STEPS, dtype)[:, None] * (proposal - c)[None]
+    values = jax.vmap(f)(candidates)
+    best = jnp.argmin(values)
+    improved = values[best] < value
+    c_new = jnp.where(improved, candidates[best], c)
+    v_new = jnp.where(improved, values[best], value)
+    moved = jnp.max(jnp.abs(c_new - c))
+    gain = value - v_new
+    done = ((~improved) | ((gain <= cfg.tol * (1.0 + jnp.abs(value))) & (moved <= cfg.xtol))
+            | (gain <= cfg.rtol * jnp.abs(v_new)))
+    it = carry.it + 1
+    return _Carry(c_new, v_new, moved, it, done), done | (it >= cfg.maxiter)
+
+
+def _state(problem: InversionProblem, weights: InversionWeights, frame: _Frame, carry: _Carry) -> InversionState:
+    """The carry as an InversionState (one frame, or vmapped). The residual is the objective's
+    geometry term, recovered from the value: value - penalties = MM2 * mean square (no rig
+    evaluation)."""
+    penalties = (jnp.sum(_penalty(problem, weights) * carry.c, -1)
+                 + frame.anchor_weight * jnp.sum((carry.c - frame.anchor) ** 2, -1))
+    residual = jnp.sqrt(jnp.maximum(carry.value - penalties, 0.0) / MM2)
+    return InversionState(carry.it, carry.value, carry.moved, carry.done, residual)
+
+
 @dataclasses.dataclass(frozen=True)
 class RigInversion:
     """jaxopt-shaped solver of one frame's rig inversion (module docstring)."""
@@ -319,48 +387,30 @@ class RigInversion:
             anchor=None, anchor_weight=0.0):
         """init (K,) in [0, 1]; target (V, 3) metres (landmark-only mode: (L, 3)) -> (controls (K,),
         InversionState)."""
-        cfg = self.config
         dtype = problem.fixed.dtype
-        c0 = jnp.clip(jnp.asarray(init, dtype), 0.0, 1.0)
-        target = jnp.asarray(target, dtype)
-        penalty = _penalty(problem, weights)
-        anchor = jnp.zeros_like(c0) if anchor is None else jnp.asarray(anchor, dtype)
-        anchor_weight = jnp.asarray(anchor_weight, dtype)
-        f = lambda c: objective(problem, c, target, weights, anchor, anchor_weight)  # noqa: E731
-        eye = jnp.eye(c0.shape[0], dtype=dtype)
-
-        def body(carry):
-            c, value, _, it, _ = carry
-            grad, hess = _quadratic_model(problem, c, target)
-            damp = cfg.damping * jnp.diagonal(hess) + 1e-9
-            a = hess + jnp.diag(damp) + 2 * anchor_weight * eye
-            b = grad - hess @ c + penalty - 2 * anchor_weight * anchor - damp * c
-            proposal = _box_qp(a, b, c, cfg.qp_iters)
-            candidates = c[None] + jnp.asarray(_STEPS, dtype)[:, None] * (proposal - c)[None]
-            values = jax.vmap(f)(candidates)
-            best = jnp.argmin(values)
-            improved = values[best] < value
-            c_new = jnp.where(improved, candidates[best], c)
-            v_new = jnp.where(improved, values[best], value)
-            moved = jnp.max(jnp.abs(c_new - c))
-            gain = value - v_new
-            done = ((~improved) | ((gain <= cfg.tol * (1.0 + jnp.abs(value))) & (moved <= cfg.xtol))
-                    | (gain <= cfg.rtol * jnp.abs(v_new)))
-            return c_new, v_new, moved, it + 1, done
-
-        def cond(carry):
-            return (carry[3] < cfg.maxiter) & ~carry[4]
-
-        init_carry = (c0, f(c0), jnp.asarray(jnp.inf, dtype), jnp.asarray(0), jnp.asarray(False))
-        c, value, moved, it, done = jax.lax.while_loop(cond, body, init_carry)
-        residual = jnp.sqrt(_mean_square(problem, rig_points(problem, c) - target))
-        return c, InversionState(it, value, moved, done, residual)
+        init = jnp.asarray(init, dtype)
+        anchor = jnp.zeros_like(init) if anchor is None else jnp.asarray(anchor, dtype)
+        frame = _Frame(jnp.asarray(target, dtype), init, anchor, jnp.asarray(anchor_weight, dtype))
+        carry = jax.lax.while_loop(lambda s: ~s[1], lambda s: _step(problem, weights, self.config, frame, s[0]),
+                                   (_start(problem, weights, frame), jnp.asarray(False)))[0]
+        return carry.c, _state(problem, weights, frame, carry)
 
 
 def _solve_frames(problem, targets, init, anchor, anchor_weight, weights, *, cfg: InversionConfig):
     solver = RigInversion(cfg)
     return jax.vmap(lambda y, c0, a, aw: solver.run(c0, problem, y, weights, a, aw))(targets, init, anchor,
                                                                                      anchor_weight)
+
+
+def _solve_pooled(problem, targets, init, anchor, anchor_weight, n_frames, weights, *, cfg: InversionConfig,
+                  width: int):
+    """:func:`_solve_frames` on the first ``n_frames`` of (N, ...) padded inputs, through a pool of
+    ``width`` slots (:mod:`flamejax.pooled`): a block no longer waits for its slowest frame."""
+    dtype = problem.fixed.dtype
+    frames = _Frame(targets, init.astype(dtype), anchor.astype(dtype), anchor_weight.astype(dtype))
+    carry = solve_pooled(lambda fr: _start(problem, weights, fr), lambda fr, c: _step(problem, weights, cfg, fr, c),
+                         frames, n_frames, width)
+    return carry.c, jax.vmap(lambda fr, c: _state(problem, weights, fr, c))(frames, carry)
 
 
 def _neighbour_anchor(controls, smoothness, n_frames: int):
@@ -378,53 +428,61 @@ def _neighbour_anchor(controls, smoothness, n_frames: int):
 
 
 def track_controls(problem: InversionProblem, targets, weights: InversionWeights = InversionWeights(),
-                   config: InversionConfig = InversionConfig(), init=None, *, devices=None, block: int = 32):
+                   config: InversionConfig = InversionConfig(), init=None, *, devices=None, block: int = 16,
+                   chunk: int = 1024):
     """Invert the rig on every frame: targets (T, V, 3) metres (canonical head pose; (T, L, 3)
     landmarks in landmark-only mode) ->
     (controls (T, K), InversionState with (T,) fields). init (T, K) or (K,) or None (zeros).
     With ``weights.smoothness > 0`` and ``config.sweeps > 0`` the frames are coupled (module doc).
 
-    Frames are solved in blocks of ``block`` (the last one padded): a vmapped solver iterates until
-    its slowest frame has converged, so small blocks waste less, and every sequence length reuses
-    one compiled program. devices: where the blocks run (default: all of ``jax.devices()``),
+    Up to ``block`` frames on one device are solved by one vmapped call. Longer sequences go in
+    chunks of ``chunk`` frames (the last one padded; one compiled program for every length), each
+    solved through a pool of ``block`` slots (:mod:`flamejax.pooled`): a slot whose frame has
+    converged takes the next frame, so the cost follows the mean number of iterations, not the
+    slowest frame's. devices: where the chunks run (default: all of ``jax.devices()``),
     round-robin, each device holding a copy of the rig; with several, the result is one array
     sharded along the frames (``jax.sharding.NamedSharding``). The temporal sweeps exchange
     neighbouring frames between sweeps. The result does not depend on the devices."""
     dtype = problem.fixed.dtype
     targets = _check_targets(problem, targets)
+    if block < 1 or chunk < 1:
+        raise ValueError(f"block and chunk must be >= 1, got {block} and {chunk}")
     problem, config = _canonical(problem, weights, config)
     t, k = targets.shape[0], problem.rig.n_controls
     init = jnp.zeros((t, k), dtype) if init is None else jnp.broadcast_to(jnp.asarray(init, dtype), (t, k))
     devices = jax.devices() if devices is None else list(devices)
     if len(devices) == 1 and t <= block:
         return _track(problem, targets, weights, init, config=config, n_frames=t)
-    return _track_blocks(problem, targets, weights, init, config, devices, block)
+    return _track_chunks(problem, targets, weights, init, config, devices, block, chunk)
 
 
-def _track_blocks(problem, targets, weights, init, config: InversionConfig, devices, block: int):
+def _track_chunks(problem, targets, weights, init, config: InversionConfig, devices, block: int, chunk: int):
     # Why not one partitioned program over several devices: XLA partitions a vmapped while_loop
     # by synchronising all devices on every iteration's stopping test (and on virtual CPU devices
-    # that program did not finish); per-block programs run independently.
+    # that program did not finish); per-chunk programs run independently.
     t = targets.shape[0]
-    n_blocks = -(-t // block)
-    pad = n_blocks * block - t
-    targets = jnp.concatenate([targets, jnp.repeat(targets[-1:], pad, 0)])
+    n_chunks = -(-t // chunk)
+    pad = n_chunks * chunk - t
+    targets = np.asarray(targets)
+    targets = np.concatenate([targets, np.repeat(targets[-1:], pad, 0)])
     controls = np.asarray(jnp.concatenate([init, jnp.repeat(init[-1:], pad, 0)]))
     dtype = problem.fixed.dtype
-    spans = [slice(b * block, (b + 1) * block) for b in range(n_blocks)]
-    where = [devices[b % len(devices)] for b in range(n_blocks)]
+    spans = [slice(i * chunk, (i + 1) * chunk) for i in range(n_chunks)]
+    counts = [min(chunk, t - i * chunk) for i in range(n_chunks)]
+    where = [devices[i % len(devices)] for i in range(n_chunks)]
     copies = {d: jax.device_put(problem, d) for d in devices}
     local = [jax.device_put(targets[sp], d) for sp, d in zip(spans, where)]
     # Virtual CPU devices share one thread pool, and concurrent executions of this program on them
-    # can wedge it (observed with --xla_force_host_platform_device_count): there the blocks run one
+    # can wedge it (observed with --xla_force_host_platform_device_count): there the chunks run one
     # after another; on accelerators they run concurrently (asynchronous dispatch).
     serial = len(devices) > 1 and all(d.platform == "cpu" for d in devices)
 
     def solve(controls, anchor, anchor_weight):
         outs = []
-        for sp, d, y in zip(spans, where, local):
-            out = _solve_jit(copies[d], y, jax.device_put(controls[sp], d), jax.device_put(anchor[sp], d),
-                             jax.device_put(anchor_weight[sp], d), weights, cfg=config)
+        for sp, n, d, y in zip(spans, counts, where, local):
+            put = lambda x: jax.device_put(x, d)  # noqa: E731
+            out = _pooled_jit(copies[d], y, put(controls[sp]), put(anchor[sp]), put(anchor_weight[sp]),
+                              np.int32(n), weights, cfg=config, width=block)
             outs.append(jax.block_until_ready(out) if serial else out)
         host = [jax.device_get(o) for o in outs]
         return jax.tree_util.tree_map(lambda *x: np.concatenate(x), *host)
@@ -527,7 +585,7 @@ def _track_impl(problem, targets, weights, init, config: InversionConfig, n_fram
 
 
 _track = jax.jit(_track_impl, static_argnames=("config", "n_frames"))
-_solve_jit = jax.jit(_solve_frames, static_argnames=("cfg",))
+_pooled_jit = jax.jit(_solve_pooled, static_argnames=("cfg", "width"))
 
 
 def _sweep_impl(problem, targets, weights, init, config: InversionConfig, n_frames: int):

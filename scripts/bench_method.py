@@ -190,7 +190,7 @@ def bench_track(setup: Setup, frames: list[int], baseline_frames: int) -> dict[s
     for n in frames:
         y = jnp.asarray(targets[:n], jnp.float32)
         # First call (compiles): on all n frames, or on the first WARMUP_FRAMES of them when n is larger
-        # (sequences longer than one block all run the same compiled block program).
+        # (sequences longer than one pool width all run the same compiled chunk program).
         warm = y if n <= WARMUP_FRAMES else y[:WARMUP_FRAMES]
         t = time.perf_counter()
         jax.block_until_ready(track_controls(problem, warm, WEIGHTS))
