@@ -8,6 +8,10 @@ from typing import Any, Mapping, Optional
 import jax.numpy as jnp
 
 import flamejax as fj
+from flamejax.calibrate import CalibrationConfig
+from flamejax.finetune import FinetuneConfig, FinetuneStage
+from flamejax.synthetic.world import TAKES, WorldConfig
+from flamejax.track import InversionConfig, InversionWeights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,3 +53,200 @@ class ForwardConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> "ForwardConfig":
         d = {k: v for k, v in d.items() if k != "hydra"}
         return cls(model=ModelConfig(**d.pop("model")), **d)
+
+
+
+# ---------------------------------------------------------------- table1 (conf/table1.yaml)
+
+
+class ConfigError(ValueError):
+    """A config the job cannot run: an unknown key or a value out of range, named by its path."""
+
+
+def _known(d: Mapping[str, Any], allowed, where: str) -> dict:
+    """``d`` as a dict, after checking that every key is in ``allowed`` (else name ``where.key``)."""
+    allowed = list(allowed)
+    unknown = [k for k in d if k not in allowed]
+    if unknown:
+        raise ConfigError(f"unknown key {where}.{unknown[0]} (known: {', '.join(allowed)})")
+    return dict(d)
+
+
+def _names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else list(cls._fields)
+
+
+def _build(cls, d: Mapping[str, Any], where: str, exclude: tuple[str, ...] = (), **fixed):
+    """``cls(**d, **fixed)`` for a library dataclass/NamedTuple: keys outside its fields (or in
+    ``exclude``) and its own validation errors are reported under ``where``."""
+    kwargs = _known(d, [n for n in _names(cls) if n not in exclude and n not in fixed], where)
+    try:
+        return cls(**kwargs, **fixed)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from e
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticDataConfig:
+    """conf/data/synthetic.yaml: the world's config (its key names the cache folder) and the
+    cache folder (None: the world is made in memory on every run)."""
+
+    world: WorldConfig
+    cache_dir: Optional[str] = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SyntheticDataConfig":
+        d = dict(d)
+        kind = d.pop("kind", "synthetic")
+        if kind != "synthetic":
+            raise ConfigError(f"data.kind must be 'synthetic' (the embedded world), got {kind!r}")
+        cache_dir = d.pop("cache_dir", None)
+        _known(d, _names(WorldConfig), "data")
+        try:
+            world = WorldConfig.from_dict(d)
+        except (TypeError, ValueError) as e:  # the nested signature / sequences / trackers blocks
+            raise ConfigError(f"data: {e}") from e
+        return cls(world, cache_dir)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackerConfig:
+    """conf/tracker/*.yaml, one flat group: the objective's weights (mm^2, InversionWeights) and
+    the solver's settings (InversionConfig)."""
+
+    weights: InversionWeights
+    inversion: InversionConfig
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrackerConfig":
+        w_keys = InversionWeights._fields
+        _known(d, list(w_keys) + _names(InversionConfig), "tracker")
+        weights = InversionWeights(**{k: float(d[k]) for k in w_keys if k in d})
+        inversion = _build(InversionConfig, {k: v for k, v in d.items() if k not in w_keys}, "tracker")
+        # the library takes these as given (weights are pytree leaves); a negative one would
+        # silently reward activity, so reject it here
+        checks = [(k, v, 0) for k, v in weights._asdict().items()]
+        checks += [(k, getattr(inversion, k), 1) for k in ("maxiter", "qp_iters")]
+        checks += [(k, getattr(inversion, k), 0) for k in ("tol", "xtol", "rtol", "damping", "sweeps")]
+        for name, value, low in checks:
+            if not value >= low:
+                raise ConfigError(f"tracker.{name} must be >= {low}, got {value}")
+        return cls(weights, inversion)
+
+
+def finetune_from_dict(d: Mapping[str, Any]) -> Optional[FinetuneConfig]:
+    """conf/finetune/*.yaml -> FinetuneConfig, or None when ``enabled`` is false (no fine-tuned
+    column). ``stages`` maps a stage's name to its FinetuneStage fields, run in the YAML's order.
+    The tracker's weights and solver settings come from the tracker group, so they are no keys here."""
+    d = dict(d)
+    if not d.pop("enabled", True):
+        if d:
+            raise ConfigError(f"finetune=none takes no settings, got finetune.{sorted(d)[0]}")
+        return None
+    if "stages" in d:
+        if not d["stages"]:
+            raise ConfigError("finetune.stages is empty: use finetune=none for no fine-tuned column")
+        d["stages"] = tuple(_build(FinetuneStage, st or {}, f"finetune.stages.{name}", name=name)
+                            for name, st in d["stages"].items())
+    return _build(FinetuneConfig, d, "finetune", exclude=("weights", "inversion"))
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    """conf/table1.yaml's ``evaluation``: what :func:`flamejax.evaluate.evaluate_world` evaluates.
+    takes: held-out takes (Table 1's rows); training_take: also the Simon-Says take; performers,
+    trackers: subsets (None: all); max_frames: at most this many evenly spaced frames per take
+    (None: all); calibration_frames: "mean" (each hold's mean) or "all" (every hold frame)."""
+
+    takes: tuple[str, ...] = ("rom2", "rom1", "pangram")
+    training_take: bool = True
+    performers: Optional[tuple[str, ...]] = None
+    trackers: Optional[tuple[str, ...]] = None
+    max_frames: Optional[int] = None
+    calibration_frames: str = "mean"
+
+    def __post_init__(self):
+        held_out = [t for t in TAKES if t != "simon_says"]
+        bad = [t for t in self.takes if t not in held_out]
+        if bad or not self.takes:
+            raise ConfigError(f"evaluation.takes must be a non-empty list of {held_out}, got {list(self.takes)}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ConfigError(f"evaluation.max_frames must be >= 1 or null, got {self.max_frames}")
+        if self.calibration_frames not in ("mean", "all"):
+            raise ConfigError(f"evaluation.calibration_frames must be 'mean' or 'all', got {self.calibration_frames!r}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "EvaluationConfig":
+        d = _known(d, _names(cls), "evaluation")
+        for k in ("takes", "performers", "trackers"):
+            if d.get(k) is not None:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggerConfig:
+    """conf/logger/*.yaml. kind: "none" (results only in the job directory; W&B comes later)."""
+
+    kind: str = "none"
+
+    def __post_init__(self):
+        if self.kind != "none":
+            raise ConfigError(f"logger.kind must be 'none' (the only logger so far), got {self.kind!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Table1Config:
+    """conf/table1.yaml: the Table 1 reproduction on the synthetic world. ``model`` and ``controls``
+    must describe the world's own head and control set (the world makes them; the YAML
+    interpolates them from ``data``); finetune None: no fine-tuned column."""
+
+    data: SyntheticDataConfig
+    model: ModelConfig
+    controls: str
+    calibration: CalibrationConfig
+    tracker: TrackerConfig
+    finetune: Optional[FinetuneConfig]
+    evaluation: EvaluationConfig
+    logger: LoggerConfig
+    task_name: str = "table1"
+
+    def __post_init__(self):
+        world, model = self.data.world, self.model
+        if model.kind != "synthetic":
+            raise ConfigError(f"model={model.kind} needs user data; data=synthetic makes its own model (model=synthetic)")
+        for field in ("seed", "size"):
+            if getattr(model, field) != getattr(world, field):
+                raise ConfigError(f"model.{field}={getattr(model, field)!r} differs from the world's "
+                                  f"data.{field}={getattr(world, field)!r}: the synthetic world makes its own "
+                                  f"model, set data.{field} instead")
+        if self.controls != world.control_set:
+            raise ConfigError(f"controls={self.controls!r} differs from the world's data.control_set="
+                              f"{world.control_set!r}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Table1Config":
+        d = _known({k: v for k, v in d.items() if k != "hydra"}, _names(cls), "table1")
+        missing = [n for n in _names(cls)[:-1] if n not in d]
+        if missing:
+            raise ConfigError(f"table1 config lacks {missing[0]!r}")
+        return cls(
+            data=SyntheticDataConfig.from_dict(d["data"]),
+            model=_build(ModelConfig, d["model"], "model"),
+            controls=_known(d["controls"], ["name"], "controls")["name"],
+            calibration=_build(CalibrationConfig, d["calibration"], "calibration"),
+            tracker=TrackerConfig.from_dict(d["tracker"]),
+            finetune=finetune_from_dict(d["finetune"]),
+            evaluation=EvaluationConfig.from_dict(d["evaluation"]),
+            logger=_build(LoggerConfig, d["logger"], "logger"),
+            task_name=d.get("task_name", "table1"),
+        )
+
+    def check_world(self, world) -> None:
+        """The loaded world's model has the component counts the model group says."""
+        got = (world.generic.model.n_shape, world.generic.model.n_expr)
+        want = (self.model.n_shape, self.model.n_expr)
+        if any(w is not None and w != g for w, g in zip(want, got)):
+            raise ConfigError(f"model n_shape, n_expr = {want} but the synthetic world's model has {got}")
