@@ -138,18 +138,19 @@ class TrackerConfig:
 
 def finetune_from_dict(d: Mapping[str, Any]) -> Optional[FinetuneConfig]:
     """conf/finetune/*.yaml -> FinetuneConfig, or None when ``enabled`` is false (no fine-tuned
-    column). ``stages`` maps a stage's name to its FinetuneStage fields, run in the YAML's order.
-    The tracker's weights and solver settings come from the tracker group, so they are no keys here."""
+    column). ``stages`` maps a stage's name to its FinetuneStage fields, run in the YAML's order;
+    a stage set to null is left out (how a config derived from another drops one). The tracker's
+    weights and solver settings come from the tracker group, so they are no keys here."""
     d = dict(d)
     if not d.pop("enabled", True):
         if d:
             raise ConfigError(f"finetune=none takes no settings, got finetune.{sorted(d)[0]}")
         return None
     if "stages" in d:
+        d["stages"] = tuple(_build(FinetuneStage, st, f"finetune.stages.{name}", name=name)
+                            for name, st in d["stages"].items() if st is not None)
         if not d["stages"]:
             raise ConfigError("finetune.stages is empty: use finetune=none for no fine-tuned column")
-        d["stages"] = tuple(_build(FinetuneStage, st or {}, f"finetune.stages.{name}", name=name)
-                            for name, st in d["stages"].items())
     return _build(FinetuneConfig, d, "finetune", exclude=("weights", "inversion"))
 
 
