@@ -18,9 +18,12 @@ model: ``make_world`` builds it with ``make_generic_semantic_model(seed, size, n
    same targets; its frames/s is the rate on those frames. Both objectives are evaluated in float64
    on the frames both solved; ours must be <= the baseline's + tolerance. Target: >= 50x.
 2. calibration (flamejax.calibrate, Simon-Says, tracker OS1's geometry of the world's performer):
-   one performer (compilation separately, then the run), then ``calibrate_many`` on 8 and 64 copies
-   of that performer's data (each copy with its own 0.1 mm noise) in one vmapped call, as a ratio to
-   one. Targets: one performer < 10 s; 64 performers < 10x one.
+   one performer (compilation separately, then the run; the default solver, CG on the exact
+   quadratic, and for reference jaxopt's L-BFGS on the same objective), then ``calibrate_many`` on
+   8 and 64 copies of that performer's data (each copy with its own 0.1 mm noise: the same Simon-Says
+   design, so the design's work is shared) in one vmapped call, as a ratio to one; at the smallest
+   batch also the plain vmap of the one-performer solver. Targets: one performer < 10 s; 64
+   performers < 10x one.
 3. fine-tuning: seconds per stage from the calibrated rig, and one gradient of L (implicit adjoint)
    against the direct method that materialises dc/dtheta (see :func:`bench_finetune`).
 """
@@ -241,7 +244,8 @@ def rms_mm(a, b) -> float:
 
 
 def bench_calibrate(setup: Setup, batches: list[int], repeats: int = 3) -> dict[str, Any]:
-    from flamejax.calibrate import CalibrationConfig, calibrate_many, calibrate_simon_says, simon_says_data
+    from flamejax.calibrate import (CalibrationConfig, _calibrate_many, _shared_design, calibrate_many,
+                                    calibrate_simon_says, simon_says_data)
     from flamejax.semantic.rig import rig_vertices_frames
     from flamejax.synthetic.performers import performer_vertices
     from flamejax.synthetic.world import simon_says_masks, tracked_geometry
@@ -277,11 +281,21 @@ def bench_calibrate(setup: Setup, batches: list[int], repeats: int = 3) -> dict[
             generic_mm=rms_mm(rig_vertices_frames(model, rig, c, shape=beta), true),
             calibrated_mm=rms_mm(rig_vertices_frames(model, out.rig, c, shape=beta, exprdirs=out.exprdirs), true))
 
-    one = dict(compile_s=compile_s, run_s=run_s, compile_plus_run_s=compile_s + run_s,
+    one = dict(compile_s=compile_s, run_s=run_s, compile_plus_run_s=compile_s + run_s, solver="cg",
                iterations=int(state.iter_num), value_before=float(state.history[0]), value_after=float(state.value),
-               stalled=bool(state.stalled), residual_before_mm=float(before.mean()),
+               gradient_norm=float(state.error), stalled=bool(state.stalled), residual_before_mm=float(before.mean()),
                residual_after_mm=float(after.mean()), geometry_vs_truth=geometry,
                target_met=bool(run_s < CALIBRATION_SECONDS_TARGET))
+
+    # the previous solver on the same problem, for reference: jaxopt L-BFGS on the same objective
+    cfg_lbfgs = dataclasses.replace(cfg, solver="lbfgs")
+    t = time.perf_counter()
+    compiled_lbfgs = calibrate_simon_says.lower(model, rig, beta, data, combos, cfg_lbfgs).compile()
+    lbfgs_compile_s = time.perf_counter() - t
+    lbfgs_s, (_, st_lbfgs) = repeat_timed(lambda: compiled_lbfgs(model, rig, beta, data, combos, cfg_lbfgs),
+                                          min_total_s=0.0, max_repeats=repeats)
+    lbfgs = dict(compile_s=lbfgs_compile_s, run_s=lbfgs_s, iterations=int(st_lbfgs.iter_num),
+                 value_after=float(st_lbfgs.value), gradient_norm=float(st_lbfgs.error))
 
     rng = np.random.default_rng(0)
     many = []
@@ -296,16 +310,29 @@ def bench_calibrate(setup: Setup, batches: list[int], repeats: int = 3) -> dict[
         run_m, (_, st) = repeat_timed(lambda: calibrate_many(model, rig, betas, batch, combos, cfg),
                                       min_total_s=0.0, max_repeats=1)
         ratio = run_m / run_s
-        many.append(dict(performers=m, run_s=run_m, first_call_s=first_s, compile_s=max(first_s - run_m, 0.0),
+        many.append(dict(performers=m, path="shared design" if _shared_design(batch, cfg) else "per performer",
+                         run_s=run_m, first_call_s=first_s, compile_s=max(first_s - run_m, 0.0),
                          ratio_to_one=ratio, seconds_per_performer=run_m / m,
                          iterations_min=int(st.iter_num.min()), iterations_max=int(st.iter_num.max()),
                          target_met=bool(ratio < VMAP_RATIO_TARGET) if m == VMAP_TARGET_PERFORMERS else None))
+        if m == min(batches):   # what sharing the design buys: the plain vmap of the one-performer solver
+            t = time.perf_counter()
+            jax.block_until_ready(_calibrate_many(model, rig, betas, batch, combos, cfg))
+            first_s = time.perf_counter() - t
+            run_m, (_, st) = repeat_timed(lambda: _calibrate_many(model, rig, betas, batch, combos, cfg),
+                                          min_total_s=0.0, max_repeats=1)
+            many.append(dict(performers=m, path="plain vmap", run_s=run_m, first_call_s=first_s,
+                             compile_s=max(first_s - run_m, 0.0), ratio_to_one=run_m / run_s,
+                             seconds_per_performer=run_m / m, iterations_min=int(st.iter_num.min()),
+                             iterations_max=int(st.iter_num.max()), target_met=None))
 
-    print(table(["performers", "compile s", "run s", "ratio to one", "s / performer", "iterations", "target",
-                 "met"],
-                [[1, f"{compile_s:.2f}", f"{run_s:.3f}", "1.00x", f"{run_s:.3f}", one["iterations"],
-                  f"< {CALIBRATION_SECONDS_TARGET:.0f} s", yes_no(one["target_met"])]]
-                + [[r["performers"], f"{r['compile_s']:.2f}", f"{r['run_s']:.3f}", f"{r['ratio_to_one']:.2f}x",
+    print(table(["performers", "solver / path", "compile s", "run s", "ratio to one", "s / performer", "iterations",
+                 "target", "met"],
+                [[1, "cg", f"{compile_s:.2f}", f"{run_s:.3f}", "1.00x", f"{run_s:.3f}", one["iterations"],
+                  f"< {CALIBRATION_SECONDS_TARGET:.0f} s", yes_no(one["target_met"])],
+                 [1, "lbfgs (reference)", f"{lbfgs_compile_s:.2f}", f"{lbfgs_s:.3f}", f"{lbfgs_s / run_s:.2f}x",
+                  f"{lbfgs_s:.3f}", lbfgs["iterations"], "-", "-"]]
+                + [[r["performers"], r["path"], f"{r['compile_s']:.2f}", f"{r['run_s']:.3f}", f"{r['ratio_to_one']:.2f}x",
                     f"{r['seconds_per_performer']:.3f}", f"{r['iterations_min']}-{r['iterations_max']}",
                     f"< {VMAP_RATIO_TARGET:.0f}x" if r["target_met"] is not None else "-",
                     yes_no(r["target_met"]) if r["target_met"] is not None else "-"] for r in many]))
@@ -313,13 +340,16 @@ def bench_calibrate(setup: Setup, batches: list[int], repeats: int = 3) -> dict[
           f"{one['compile_plus_run_s']:.2f} s ({'under' if one['compile_plus_run_s'] < CALIBRATION_SECONDS_TARGET else 'over'} "
           f"{CALIBRATION_SECONDS_TARGET:.0f} s); batches: one call after a first call with compilation; a vmapped while_loop runs "
           "until its slowest performer stops")
-    print(f"objective {one['value_before']:.4f} -> {one['value_after']:.4f} mm^2, stalled={one['stalled']}; "
+    print(f"objective {one['value_before']:.4f} -> {one['value_after']:.4f} mm^2 (gradient norm "
+          f"{one['gradient_norm']:.1e}; L-BFGS after {lbfgs['iterations']} iterations: {lbfgs['value_after']:.4f}, "
+          f"gradient norm {lbfgs['gradient_norm']:.1e}); "
           f"Simon-Says masked RMS {one['residual_before_mm']:.3f} -> {one['residual_after_mm']:.3f} mm; "
           "geometry vs truth (all vertices RMS): " + ", ".join(
               f"{k} {v['generic_mm']:.3f} -> {v['calibrated_mm']:.3f} mm" for k, v in geometry.items()))
     if not any(r["performers"] == VMAP_TARGET_PERFORMERS for r in many):
         print(f"(the {VMAP_TARGET_PERFORMERS}-performer target is not measured at these batch sizes)")
-    return dict(one=one, many=many, target_seconds=CALIBRATION_SECONDS_TARGET, target_vmap_ratio=VMAP_RATIO_TARGET)
+    return dict(one=one, lbfgs=lbfgs, many=many, target_seconds=CALIBRATION_SECONDS_TARGET,
+                target_vmap_ratio=VMAP_RATIO_TARGET)
 
 
 # ---------------------------------------------------------------- 3. fine-tuning
