@@ -202,7 +202,8 @@ class LoggerConfig:
 class Table1Config:
     """conf/table1.yaml: the Table 1 reproduction on the synthetic world. ``model`` and ``controls``
     must describe the world's own head and control set (the world makes them; the YAML
-    interpolates them from ``data``); finetune None: no fine-tuned column."""
+    interpolates them from ``data``); finetune None: no fine-tuned column; compilation_cache:
+    JAX's persistent compilation cache folder (None: off)."""
 
     data: SyntheticDataConfig
     model: ModelConfig
@@ -213,6 +214,7 @@ class Table1Config:
     evaluation: EvaluationConfig
     logger: LoggerConfig
     task_name: str = "table1"
+    compilation_cache: Optional[str] = None
 
     def __post_init__(self):
         world, model = self.data.world, self.model
@@ -230,7 +232,8 @@ class Table1Config:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Table1Config":
         d = _known({k: v for k, v in d.items() if k != "hydra"}, _names(cls), "table1")
-        missing = [n for n in _names(cls)[:-1] if n not in d]
+        missing = [f.name for f in dataclasses.fields(cls)
+                   if f.default is dataclasses.MISSING and f.name not in d]
         if missing:
             raise ConfigError(f"table1 config lacks {missing[0]!r}")
         return cls(
@@ -243,6 +246,7 @@ class Table1Config:
             evaluation=EvaluationConfig.from_dict(d["evaluation"]),
             logger=_build(LoggerConfig, d["logger"], "logger"),
             task_name=d.get("task_name", "table1"),
+            compilation_cache=d.get("compilation_cache"),
         )
 
     def check_world(self, world) -> None:

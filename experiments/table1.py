@@ -17,7 +17,10 @@ the job directory, each file atomically:
 - ``metrics.json``: flat ``{"<take>/<tracker>/<variant>/<metric>/<mean|std>": value}`` of
   table1.csv (null where undefined) plus ``seconds/world`` and ``seconds/evaluation``;
 - ``config.yaml``: the resolved config (``Table1Config.from_dict`` of it is this run's config);
-- ``run.json``: the world's key, frames evaluated per take, variant build info, timings, device.
+- ``run.json``: the world's key, frames evaluated per take, variant build times, timings, device.
+
+Most of a first run is XLA compiling; ``compilation_cache`` (default ``.flamejax_cache/jax``) keeps
+the compiled programs, so a re-run or a sweep's next job starts from them.
 """
 
 from __future__ import annotations
@@ -127,6 +130,11 @@ def main(dcfg: DictConfig) -> None:
     except ConfigError as e:
         print(f"table1: bad config: {e}", file=sys.stderr)
         sys.exit(2)
+    if cfg.compilation_cache:
+        # most of a run's time is XLA compiling (the tracker compiles per pool size, fine-tuning
+        # its value-and-gradient); a re-run or a sweep's next job reads the programs back
+        jax.config.update("jax_compilation_cache_dir", cfg.compilation_cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     result = run(cfg, out_dir, text, progress=lambda msg: print(msg, flush=True))
     print()

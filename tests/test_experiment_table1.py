@@ -41,7 +41,7 @@ def test_default_groups_are_the_library_defaults():
     assert cfg.model.kind == "synthetic" and (cfg.model.seed, cfg.model.size) == (cfg.data.world.seed, cfg.data.world.size)
     assert cfg.controls == cfg.data.world.control_set == "metahuman"
     assert cfg.logger.kind == "none" and cfg.task_name == "table1"
-    assert cfg.data.cache_dir == ".flamejax_cache"
+    assert cfg.data.cache_dir == ".flamejax_cache" and cfg.compilation_cache == ".flamejax_cache/jax"
     assert cfg.evaluation.takes == ("rom2", "rom1", "pangram") and cfg.evaluation.max_frames >= 1
     # the short schedule: the authors' second stage, few iterations
     (stage,) = cfg.finetune.stages
@@ -118,8 +118,10 @@ def quick_run(tiny_world, tmp_path_factory):
     cache = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "tiny_world_cache"
     assert (cache / f"world-{tiny_world.config.key()}").is_dir(), "conftest's tiny_world cache moved"
     out_dir = tmp_path_factory.mktemp("table1_quick")
-    overrides = ["experiment=quick", f"data.cache_dir={cache}", f"hydra.run.dir={out_dir}"]
-    cfg = typed(overrides[:2])
+    jax_cache = tmp_path_factory.mktemp("jax_cache")
+    overrides = ["experiment=quick", f"data.cache_dir={cache}", f"compilation_cache={jax_cache}",
+                 f"hydra.run.dir={out_dir}"]
+    cfg = typed(overrides[:3])
     assert cfg.data.world == tiny_world.config  # experiment=quick is the tests' tiny world
     proc = table1_cli(overrides, CONF.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -131,6 +133,7 @@ def test_quick_run_writes_every_file_atomically(quick_run):
     for name in OUTPUTS:
         assert (out_dir / name).is_file() and str(out_dir / name) in proc.stdout
     assert not list(out_dir.glob(".*.tmp"))
+    assert any(Path(quick_run[1].compilation_cache).iterdir())  # the compiled programs, for the next run
     assert "| Sequence | Tracker | Sparsity: Baseline |" in proc.stdout
 
 
