@@ -110,7 +110,10 @@ def normal_equations(fixed: FixedIdentityFlame, grams: Grams, psi, jaw, global_p
         m_rot = jnp.einsum("jv,jxa->vxa", w, world_r)                   # (V, 3, 3) blended rotations
         mu = jnp.einsum("vxa,...vx->...av", m_rot, u)
         wu = jnp.einsum("jv,...vx->...jx", w, u)
-        return jnp.einsum("nav,...av->...n", grams.basis, mu) + jnp.einsum("jxn,...jx->...n", d, wu)
+        # the basis (n, 3V) as the left operand: as the right one XLA copies it transposed per call
+        flat = mu.reshape(mu.shape[:-2] + (-1,))
+        return (jnp.matmul(grams.basis.reshape(n_expr, -1), flat.T).T
+                + jnp.einsum("jxn,...jx->...n", d, wu))
 
     v, dv = jax.vmap(lambda t: jax.jvp(verts, (jaw,), (t,)), out_axes=(None, 0))(jnp.eye(3, dtype=dtype))
     r = v - target
