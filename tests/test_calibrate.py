@@ -179,13 +179,17 @@ def test_masks_and_combinations(model):
     assert float(jnp.max(st_kept.residual_after[:2])) > float(jnp.max(st_free.residual_after[:2]))
 
 
+def performers(model, rig, controls, rng, n, spread, seed):
+    """n performers: random identities (betas (n, S)) and their data from shifted bases."""
+    betas = jnp.asarray(rng.normal(0, spread, (n, N_SHAPE)), model.dtype)
+    return betas, [synth_data(model, rig, controls, betas[i], shifted_basis(model, rig, controls, seed=seed + i))
+                   for i in range(n)]
+
+
 def test_vmap_over_performers_matches_separate_runs(model):
     rig = make_test_rig()
     controls = unit_controls()
-    rng = np.random.default_rng(9)
-    betas = jnp.asarray(rng.normal(0, 1, (3, N_SHAPE)), model.dtype)
-    datas = [synth_data(model, rig, controls, betas[i], shifted_basis(model, rig, controls, seed=10 + i))
-             for i in range(3)]
+    betas, datas = performers(model, rig, controls, np.random.default_rng(9), 3, 1.0, 10)
     datas[2] = SimonSaysData(*(x[:4] for x in datas[2]))  # fewer samples: padded by stack_data
     stacked = stack_data(datas)
     assert stacked.vertices.shape == (3, K, model.n_vertices, 3)
@@ -220,9 +224,7 @@ def test_shared_design_batch_matches_separate_runs(model):
     rig = make_test_rig()
     controls = unit_controls()
     rng = np.random.default_rng(21)
-    betas = jnp.asarray(rng.normal(0, 1.5, (4, N_SHAPE)), model.dtype)
-    datas = [synth_data(model, rig, controls, betas[i], shifted_basis(model, rig, controls, seed=30 + i))
-             for i in range(4)]
+    betas, datas = performers(model, rig, controls, rng, 4, 1.5, 30)
     masks = (rng.uniform(size=(K, model.n_vertices)) < 0.6).astype(np.float32)   # same masks for all
     datas = [d._replace(weights=jnp.asarray(masks)) for d in datas]
     stacked = stack_data(datas)
