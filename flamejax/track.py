@@ -226,11 +226,7 @@ def _mean_square(problem: InversionProblem, r):
 
 
 def _geometry_term(problem: InversionProblem, controls, target):
-    r = rig_points(problem, controls) - target
-    if problem.landmarks is None:
-        m = problem.grams.weights
-        return MM2 * jnp.sum(m * jnp.sum(r * r, -1)) / jnp.sum(m)
-    return MM2 * jnp.mean(jnp.sum(r * r, -1))
+    return MM2 * _mean_square(problem, rig_points(problem, controls) - target)
 
 
 def objective(problem: InversionProblem, controls, target, weights: InversionWeights,
