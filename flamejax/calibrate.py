@@ -294,6 +294,10 @@ class _Problem(NamedTuple):
     combinations: Optional[jnp.ndarray]
     combo_targets: Optional[jnp.ndarray]
 
+    @property
+    def has_combinations(self) -> bool:
+        return self.combinations is not None and self.combinations.shape[0] > 0
+
 
 def _solver(cfg: CalibrationConfig) -> str:
     if cfg.solver == "auto":
@@ -332,7 +336,7 @@ def _finish(prob: _Problem, z, run, stalled, cfg) -> tuple[CalibratedRig, Calibr
         pred = rig_vertices_frames(model, params.rig, data.controls, shape=beta, exprdirs=params.exprdirs)
         return jnp.sqrt(_weighted_ms(pred - data.vertices, prob.weights))
 
-    if prob.combinations is None or prob.combinations.shape[0] == 0:
+    if not prob.has_combinations:
         drift = jnp.zeros((0,), model.dtype)
     else:
         out = rig_vertices_frames(model, x.rig, prob.combinations, shape=beta, exprdirs=x.exprdirs)
@@ -395,7 +399,7 @@ def _cg_design(prob: _Problem, cfg) -> _Design:
         return jnp.zeros((controls.shape[0], n_model), dt).at[:, :rig.n_expr].set(theta[:, :rig.n_expr])
 
     psi = psi_of(data.controls)
-    has_combos = prob.combinations is not None and prob.combinations.shape[0] > 0
+    has_combos = prob.has_combinations
     psi_c = psi_of(prob.combinations) if has_combos else jnp.zeros((0, n_model), dt)
     _, sv, vt = jnp.linalg.svd(jnp.concatenate([psi, psi_c]), full_matrices=False)
     # Directions outside the span (rank-deficient designs) are zeroed, not kept: there the data
@@ -436,7 +440,7 @@ def _cg_objective(prob: _Problem, design: _Design, cfg):
     def f(y):
         pred = jax.vmap(posed, (0, 0, None))(data.controls, design.q, y)
         combo_pred = None
-        if prob.combinations is not None and prob.combinations.shape[0] > 0:
+        if prob.has_combinations:
             combo_pred = jax.vmap(posed, (0, 0, None))(prob.combinations, design.q_combos, y)
         return (_data_terms(pred, combo_pred, prob.sample_w, data, prob.weights, prob.combo_targets, cfg)
                 + cfg.reg * jnp.sum(y ** 2))
@@ -444,15 +448,21 @@ def _cg_objective(prob: _Problem, design: _Design, cfg):
     return f
 
 
+def _y_zero(prob: _Problem, design: _Design):
+    """Y = 0 (r, V, 3): the generic basis, CG's start."""
+    return jnp.zeros((design.q_basis.shape[1],) + prob.x0.exprdirs.shape[1:], design.q_basis.dtype)
+
+
 def _solve_cg(prob: _Problem, design: _Design, hvp, cfg):
     """CG from Y = 0 with ``hvp`` (Y -> HY; None: linearise this performer's own gradient)."""
     f = _cg_objective(prob, design, cfg)
-    y0 = jnp.zeros((design.q_basis.shape[1],) + prob.x0.exprdirs.shape[1:], design.q_basis.dtype)
+    y0 = _y_zero(prob, design)
     if hvp is None:
         g0, hvp = jax.linearize(jax.grad(f), y0)
+        f0 = f(y0)
     else:
-        g0 = jax.grad(f)(y0)
-    y, run = minimize_quadratic(hvp, -g0, f(y0), design.precondition, maxiter=cfg.maxiter, tol=cfg.tol)
+        f0, g0 = jax.value_and_grad(f)(y0)
+    y, run = minimize_quadratic(hvp, -g0, f0, design.precondition, maxiter=cfg.maxiter, tol=cfg.tol)
     z = {"exprdirs": jnp.einsum("er,rvx->evx", design.q_basis, y)}
     return _finish(prob, z, run, jnp.asarray(False), cfg)
 
@@ -511,7 +521,7 @@ def _calibrate_many(model, rig, betas, data, combinations, cfg):
 def _calibrate_many_shared(model, rig, betas, data, combinations, cfg):
     first = _prepare(model, rig, betas[0], jax.tree_util.tree_map(lambda x: x[0], data), combinations, cfg)
     design = _cg_design(first, cfg)
-    y0 = jnp.zeros((design.q_basis.shape[1],) + first.x0.exprdirs.shape[1:], design.q_basis.dtype)
+    y0 = _y_zero(first, design)
     _, hvp = jax.linearize(jax.grad(_cg_objective(first, design, cfg)), y0)
 
     def one(beta, d):
