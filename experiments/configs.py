@@ -55,7 +55,6 @@ class ForwardConfig:
         return cls(model=ModelConfig(**d.pop("model")), **d)
 
 
-
 # ---------------------------------------------------------------- table1 (conf/table1.yaml)
 
 
