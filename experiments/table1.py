@@ -76,7 +76,7 @@ def run(cfg: Table1Config, out_dir: Path, resolved_yaml: str, progress=print) ->
     progress(f"world {cfg.data.world.key()} ({cfg.data.world.size}, {world.generic.model.n_vertices} vertices, "
              f"{len(world.performers)} performers) in {world_s:.1f} s on {jax.devices()[0]}")
 
-    ev, infos = cfg.evaluation, {}
+    ev = cfg.evaluation
 
     def say(msg: str) -> None:
         progress("  " + msg)
