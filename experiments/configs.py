@@ -188,13 +188,27 @@ class EvaluationConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LoggerConfig:
-    """conf/logger/*.yaml. kind: "none" (results only in the job directory; W&B comes later)."""
+    """conf/logger/*.yaml. kind: "none" (results only in the job directory) or "wandb"
+    (experiments/loggers.py). W&B settings (ignored by "none"): project, entity (None: the
+    user's default), mode "offline" (default: no network; ``wandb sync`` later), "online" or
+    "disabled"; dir: where W&B writes its run folder (None: the job directory); group, name,
+    tags: how the run is filed (None: W&B's defaults; a sweep's jobs share the group)."""
 
     kind: str = "none"
+    project: str = "flamejax"
+    entity: Optional[str] = None
+    mode: str = "offline"
+    dir: Optional[str] = None
+    group: Optional[str] = None
+    name: Optional[str] = None
+    tags: tuple[str, ...] = ()
 
     def __post_init__(self):
-        if self.kind != "none":
-            raise ConfigError(f"logger.kind must be 'none' (the only logger so far), got {self.kind!r}")
+        if self.kind not in ("none", "wandb"):
+            raise ConfigError(f"logger.kind must be 'none' or 'wandb', got {self.kind!r}")
+        if self.mode not in ("offline", "online", "disabled"):
+            raise ConfigError(f"logger.mode must be 'offline', 'online' or 'disabled', got {self.mode!r}")
+        object.__setattr__(self, "tags", tuple(str(t) for t in self.tags))
 
 
 @dataclasses.dataclass(frozen=True)
