@@ -86,7 +86,8 @@ def test_hydra_and_experiment_groups():
     (["model.size=full"], "model.size='full' differs from the world's data.size='small'"),
     (["evaluation.max_frames=0"], "evaluation.max_frames must be >= 1"),
     (["evaluation.takes=[simon_says]"], "evaluation.takes must be"),
-    (["logger.kind=wandb"], "logger.kind must be 'none'"),
+    (["logger.kind=comet"], "logger.kind must be 'none' or 'wandb'"),
+    (["logger.mode=cloud"], "logger.mode must be"),
 ])
 def test_bad_config_names_the_key(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
