@@ -87,7 +87,7 @@ def test_hydra_and_experiment_groups():
     (["evaluation.max_frames=0"], "evaluation.max_frames must be >= 1"),
     (["evaluation.takes=[simon_says]"], "evaluation.takes must be"),
     (["logger.kind=comet"], "logger.kind must be 'none' or 'wandb'"),
-    (["logger.mode=cloud"], "logger.mode must be"),
+    (["+logger.mode=cloud"], "logger.mode must be"),
 ])
 def test_bad_config_names_the_key(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
