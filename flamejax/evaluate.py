@@ -211,6 +211,98 @@ def _true_geometry(world: World, performer: str, controls) -> np.ndarray:
                                          controls, zeros, zeros))
 
 
+class TakeReference(NamedTuple):
+    """What a (performer, take)'s scores compare with, shared by trackers and variants: frames
+    (F,) the evaluated frame indices; intended (F, K) the intended controls; truth (F, V, 3) the
+    performer's true canonical-pose meshes (metres); truth_retarget (F, V, 3) the intended
+    controls retargeted onto the avatar; hold (F,) Simon-Says hold labels (-1 off a hold)."""
+
+    frames: np.ndarray
+    intended: np.ndarray
+    truth: np.ndarray
+    truth_retarget: np.ndarray
+    hold: np.ndarray
+
+
+class Scoring(NamedTuple):
+    """The evaluation's constants (:func:`scoring`): region (V,) face-region weights, avatar (S,)
+    the retargeting identity, tweakers (K,) bool, ss_targets the Simon-Says expressions' controls."""
+
+    region: np.ndarray
+    avatar: jnp.ndarray
+    tweakers: np.ndarray
+    ss_targets: np.ndarray
+
+
+def scoring(world: World, avatar_shape=None) -> Scoring:
+    model = world.generic.model
+    avatar = jnp.zeros((model.n_shape,), model.dtype) if avatar_shape is None else jnp.asarray(avatar_shape)
+    cs = world.control_set
+    return Scoring(face_region(world), avatar, np.asarray(cs.tweaker_mask, bool), cs.simon_says.targets)
+
+
+def take_references(world: World, performer: str, takes: Sequence[str], max_frames: Optional[int],
+                    score: Scoring) -> dict[str, TakeReference]:
+    """{take: TakeReference} of one performer (at most ``max_frames`` evenly spaced frames per take)."""
+    out = {}
+    for take in takes:
+        seq = world.sequences[performer][take]
+        frames = frame_subset(len(seq.controls), max_frames)
+        intended = seq.controls[frames]
+        out[take] = TakeReference(
+            frames, intended, _true_geometry(world, performer, intended),
+            np.asarray(retarget(world.generic.model, world.generic.rig, intended, shape=score.avatar)),
+            seq.hold[frames])
+    return out
+
+
+def score_controls(world: World, variant: Variant, beta, solved, take: str, ref: TakeReference, tracked,
+                   score: Scoring) -> dict:
+    """The metrics of the module docstring (no keys, no timings) of ``solved`` (F, K), the controls
+    the tracker found for ``tracked`` (F, V, 3) with ``variant``'s rig, on ``take``."""
+    model = world.generic.model
+    solved = np.asarray(solved)
+    fit = np.asarray(retarget(model, variant.rig, solved, shape=beta, exprdirs=variant.exprdirs))
+    rig_intended = np.asarray(retarget(model, variant.rig, ref.intended, shape=beta, exprdirs=variant.exprdirs))
+    solved_retarget = np.asarray(retarget(model, world.generic.rig, solved, shape=score.avatar))
+    err = control_error(solved, ref.intended)
+    recognition = (expression_recognition(solved, ref.hold, score.ss_targets).accuracy
+                   if take == TRAINING_TAKE and np.any(ref.hold >= 0) else math.nan)
+    return {
+        "sparsity": sparsity(solved), "tweakers": tweaker_mean(solved, score.tweakers),
+        "intended_sparsity": sparsity(ref.intended), "intended_tweakers": tweaker_mean(ref.intended, score.tweakers),
+        "control_mae": err.mean, "control_rmse": err.rmse, "recognition": float(recognition),
+        "fit_tracked_mm": _mm(fit, tracked, score.region), "fit_truth_mm": _mm(fit, ref.truth, score.region),
+        "retarget_mm": _mm(solved_retarget, ref.truth_retarget, score.region),
+        "intended_tracked_mm": _mm(rig_intended, tracked, score.region),
+        "intended_truth_mm": _mm(rig_intended, ref.truth, score.region),
+    }
+
+
+def check_selection(world: World, takes: Sequence[str], training_take: bool, trackers, performers):
+    """Validate an evaluation's selection -> (evaluated takes, trackers, performers) as lists."""
+    unknown = [t for t in takes if t not in TAKES or t == TRAINING_TAKE]
+    if unknown:
+        raise ValueError(f"unknown held-out takes {unknown}; the world's takes are {TAKES} "
+                         f"({TRAINING_TAKE!r} is the calibration data: use training_take)")
+    eval_takes = ((TRAINING_TAKE,) if training_take else ()) + tuple(takes)
+    trackers = list(world.tracked) if trackers is None else list(trackers)
+    performers = list(world.performers) if performers is None else list(performers)
+    for name, chosen, known in (("tracker", trackers, world.tracked), ("performer", performers, world.performers)):
+        missing = [x for x in chosen if x not in known]
+        if missing:
+            raise ValueError(f"unknown {name}s {missing}; the world has {list(known)}")
+    return list(eval_takes), trackers, performers
+
+
+def calibration_samples(world: World, performer: str, tracker: str, calibration_frames: str = "mean"):
+    """(Simon-Says Sequence, its tracked geometry (T, V, 3), SimonSaysData) of one (performer, tracker)."""
+    seq = world.sequences[performer][TRAINING_TAKE]
+    geometry = tracked_geometry(world, tracker, performer, TRAINING_TAKE)
+    return seq, geometry, simon_says_data(seq.controls, geometry, seq.hold, simon_says_masks(world),
+                                          frames=calibration_frames)
+
+
 def evaluate_world(world: World, *, calibration: CalibrationConfig = CalibrationConfig(),
                    weights: InversionWeights = InversionWeights(), inversion: InversionConfig = InversionConfig(),
                    takes: Sequence[str] = DEFAULT_TAKES, training_take: bool = True,
@@ -230,47 +322,25 @@ def evaluate_world(world: World, *, calibration: CalibrationConfig = Calibration
     variants + extra_variants: builders ``VariantContext -> Variant``, run in order.
     """
     say = progress or (lambda _msg: None)
-    unknown = [t for t in takes if t not in TAKES or t == TRAINING_TAKE]
-    if unknown:
-        raise ValueError(f"unknown held-out takes {unknown}; the world's takes are {TAKES} "
-                         f"({TRAINING_TAKE!r} is the calibration data: use training_take)")
-    eval_takes = ((TRAINING_TAKE,) if training_take else ()) + tuple(takes)
-    trackers = list(world.tracked) if trackers is None else list(trackers)
-    performers = list(world.performers) if performers is None else list(performers)
-    for name, known in (("tracker", world.tracked), ("performer", world.performers)):
-        missing = [x for x in (trackers if name == "tracker" else performers) if x not in known]
-        if missing:
-            raise ValueError(f"unknown {name}s {missing}; the world has {list(known)}")
+    eval_takes, trackers, performers = check_selection(world, takes, training_take, trackers, performers)
     builders = tuple(variants) + tuple(extra_variants)
-
-    model, generic_rig = world.generic.model, world.generic.rig
-    cs = world.control_set
-    tweakers = np.asarray(cs.tweaker_mask, bool)
-    ss_targets = cs.simon_says.targets
-    combinations = jnp.asarray(cs.simon_says.combination_targets, model.dtype)
-    masks = simon_says_masks(world)
-    region = face_region(world)
-    avatar = jnp.zeros((model.n_shape,), model.dtype) if avatar_shape is None else jnp.asarray(avatar_shape)
+    model = world.generic.model
+    combinations = jnp.asarray(world.control_set.simon_says.combination_targets, model.dtype)
+    score = scoring(world, avatar_shape)
     world_key = world.config.key()
 
     records = []
     for performer in performers:
         beta = jnp.asarray(world.performers[performer].beta, model.dtype)
-        frames_of = {t: frame_subset(len(world.sequences[performer][t].controls), max_frames) for t in eval_takes}
-        intended = {t: world.sequences[performer][t].controls[frames_of[t]] for t in eval_takes}
-        # per (performer, take), shared by trackers and variants
-        truth = {t: _true_geometry(world, performer, intended[t]) for t in eval_takes}
-        truth_retarget = {t: np.asarray(retarget(model, generic_rig, intended[t], shape=avatar)) for t in eval_takes}
+        refs = take_references(world, performer, eval_takes, max_frames, score)
         for tracker in trackers:
-            seq = world.sequences[performer][TRAINING_TAKE]
-            ss_geometry = tracked_geometry(world, tracker, performer, TRAINING_TAKE)
-            data = simon_says_data(seq.controls, ss_geometry, seq.hold, masks, frames=calibration_frames)
+            seq, ss_geometry, data = calibration_samples(world, performer, tracker, calibration_frames)
             tracked = {t: (ss_geometry if t == TRAINING_TAKE else tracked_geometry(world, tracker, performer, t))
-                       [frames_of[t]] for t in eval_takes}
+                       [refs[t].frames] for t in eval_takes}
             built: dict[str, Variant] = {}
             for builder in builders:
                 ctx = VariantContext(world, performer, tracker, beta, seq, ss_geometry, data, combinations,
-                                     calibration, weights, inversion, tweakers, dict(built))
+                                     calibration, weights, inversion, score.tweakers, dict(built))
                 start = time.perf_counter()
                 variant = builder(ctx)
                 jax.block_until_ready((variant.exprdirs, variant.rig))
@@ -280,37 +350,20 @@ def evaluate_world(world: World, *, calibration: CalibrationConfig = Calibration
                 built[variant.name] = variant
                 say(f"{performer} {tracker} {variant.name}: built in {variant_seconds:.1f} s"
                     + (f" {dict(variant.info)}" if variant.info else ""))
-                problem = inversion_problem(model, variant.rig, beta, tweakers=tweakers, exprdirs=variant.exprdirs)
+                problem = inversion_problem(model, variant.rig, beta, tweakers=score.tweakers,
+                                            exprdirs=variant.exprdirs)
                 for take in eval_takes:
                     start = time.perf_counter()
                     solved, _ = track_controls(problem, tracked[take], weights, inversion)
                     solved = np.asarray(jax.block_until_ready(solved))
                     track_seconds = time.perf_counter() - start
-                    fit = np.asarray(retarget(model, variant.rig, solved, shape=beta, exprdirs=variant.exprdirs))
-                    rig_intended = np.asarray(retarget(model, variant.rig, intended[take], shape=beta,
-                                                       exprdirs=variant.exprdirs))
-                    solved_retarget = np.asarray(retarget(model, generic_rig, solved, shape=avatar))
-                    err = control_error(solved, intended[take])
-                    hold = world.sequences[performer][take].hold[frames_of[take]]
-                    recognition = (expression_recognition(solved, hold, ss_targets).accuracy
-                                   if take == TRAINING_TAKE and np.any(hold >= 0) else math.nan)
                     n = len(solved)
-                    records.append({
-                        "world": world_key, "performer": performer, "tracker": tracker, "take": take,
-                        "variant": variant.name, "training": take == TRAINING_TAKE, "frames": n,
-                        "sparsity": sparsity(solved), "tweakers": tweaker_mean(solved, tweakers),
-                        "intended_sparsity": sparsity(intended[take]),
-                        "intended_tweakers": tweaker_mean(intended[take], tweakers),
-                        "control_mae": err.mean, "control_rmse": err.rmse, "recognition": float(recognition),
-                        "fit_tracked_mm": _mm(fit, tracked[take], region),
-                        "fit_truth_mm": _mm(fit, truth[take], region),
-                        "retarget_mm": _mm(solved_retarget, truth_retarget[take], region),
-                        "intended_tracked_mm": _mm(rig_intended, tracked[take], region),
-                        "intended_truth_mm": _mm(rig_intended, truth[take], region),
-                        "variant_seconds": variant_seconds, "track_seconds": track_seconds,
-                        "frames_per_second": n / max(track_seconds, 1e-9),
-                    })
-                    r = records[-1]
+                    r = {"world": world_key, "performer": performer, "tracker": tracker, "take": take,
+                         "variant": variant.name, "training": take == TRAINING_TAKE, "frames": n,
+                         **score_controls(world, variant, beta, solved, take, refs[take], tracked[take], score),
+                         "variant_seconds": variant_seconds, "track_seconds": track_seconds,
+                         "frames_per_second": n / max(track_seconds, 1e-9)}
+                    records.append(r)
                     say(f"{performer} {tracker} {variant.name} {take}: {n} frames in {track_seconds:.1f} s; "
                         f"sparsity {r['sparsity']:.3f}, tweakers {r['tweakers']:.4f}, "
                         f"control MAE {r['control_mae']:.4f}, fit {r['fit_tracked_mm']:.3f} mm")
