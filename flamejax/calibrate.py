@@ -530,6 +530,28 @@ def _calibrate_many_shared(model, rig, betas, data, combinations, cfg):
     return jax.vmap(one)(betas, data)
 
 
+def stack_settings(configs: Sequence[CalibrationConfig]) -> CalibrationConfig:
+    """G settings -> one CalibrationConfig with (G,) numeric leaves (for
+    :func:`calibrate_settings`). Their static fields (parameters, maxiter, ...) must agree: they
+    choose the compiled program."""
+    configs = list(configs)
+    if not configs:
+        raise ValueError("stack_settings needs at least one CalibrationConfig")
+    static = [dataclasses.replace(c, reg=0.0, w_combo=0.0, tol=0.0, use_masks=True, length=1.0) for c in configs]
+    if any(s != static[0] for s in static):
+        raise ValueError("calibration settings stacked for one vmapped program must share parameters, solver, "
+                         "maxiter, history_size and linesearch (only reg, w_combo, tol, use_masks, length vary)")
+    return jax.tree_util.tree_map(lambda *x: jnp.asarray(x), *configs)
+
+
+@jax.jit
+def calibrate_settings(model: FlameModel, rig: SemanticRig, beta: jnp.ndarray, data: SimonSaysData,
+                       combinations: Optional[jnp.ndarray], cfgs: CalibrationConfig):
+    """:func:`calibrate_simon_says` of one performer under G settings in one vmapped program
+    (a sweep of the regulariser, say): cfgs from :func:`stack_settings`. Outputs gain the G axis."""
+    return jax.vmap(lambda cfg: calibrate_simon_says(model, rig, beta, data, combinations, cfg))(cfgs)
+
+
 def calibrated_model(model: FlameModel, calibrated: CalibratedRig) -> FlameModel:
     """The FLAME model with the calibrated expression basis: save it with
     :func:`flamejax.io.save_flame` (the semantic rig, if recalibrated, is ``calibrated.rig``)."""

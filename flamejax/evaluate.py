@@ -147,7 +147,8 @@ def calibrated_variant(ctx: VariantContext) -> Variant:
     info = {"iterations": int(state.iter_num), "objective_before": float(state.history[0]),
             "objective_after": float(state.value), "stalled": bool(state.stalled),
             "residual_before_mm": float(np.mean(state.residual_before)) * 1e3,
-            "residual_after_mm": float(np.mean(state.residual_after)) * 1e3}
+            "residual_after_mm": float(np.mean(state.residual_after)) * 1e3,
+            "history": [float(v) for v in np.asarray(state.history) if np.isfinite(v)]}
     return Variant("calibrated", result.exprdirs, result.rig, info)
 
 
@@ -349,7 +350,7 @@ def evaluate_world(world: World, *, calibration: CalibrationConfig = Calibration
                     raise ValueError(f"two variants are named {variant.name!r}")
                 built[variant.name] = variant
                 say(f"{performer} {tracker} {variant.name}: built in {variant_seconds:.1f} s"
-                    + (f" {dict(variant.info)}" if variant.info else ""))
+                    + (f" {shown}" if (shown := {k: v for k, v in variant.info.items() if k != "history"}) else ""))
                 problem = inversion_problem(model, variant.rig, beta, tweakers=score.tweakers,
                                             exprdirs=variant.exprdirs)
                 for take in eval_takes:

@@ -501,12 +501,29 @@ def track_sweep(problem: InversionProblem, targets, weights: InversionWeights,
     """A grid of G weight settings in one compiled, vmapped program: ``weights`` with (G,)
     leaves -> (controls (G, T, K), state with (G, T) fields). targets as in :func:`track_controls`.
     One device."""
-    targets = _check_targets(problem, targets)
-    problem = _all_joint_grams(problem)
-    t, k = targets.shape[0], problem.rig.n_controls
-    init = jnp.zeros((t, k), problem.fixed.dtype)
-    weights = InversionWeights(*(jnp.asarray(w, problem.fixed.dtype) for w in weights))
-    return _sweep(problem, targets, weights, init, config=config, n_frames=t)
+    controls, state = track_grid([problem], targets, weights, config)
+    return controls[0], jax.tree_util.tree_map(lambda x: x[0], state)
+
+
+def track_grid(problems, targets, weights: InversionWeights, config: InversionConfig = InversionConfig()):
+    """Every one of P rigs (e.g. calibrated with different settings) x every one of W weight
+    settings on the same targets, in one compiled program (vmap over both): problems a sequence of
+    P InversionProblems of one model (same shapes; landmark mode or not alike), weights with (W,)
+    leaves -> (controls (P, W, T, K), state with (P, W, T) fields). All frames of a setting are
+    vmapped (no pool), temporal sweeps included when some smoothness is > 0. One device."""
+    problems = [_all_joint_grams(p) for p in problems]
+    if not problems:
+        raise ValueError("track_grid needs at least one problem")
+    shapes = [jax.tree_util.tree_map(np.shape, p) for p in problems]
+    if any(s != shapes[0] for s in shapes):
+        raise ValueError("track_grid's problems must have the same shapes (one model, one control set, "
+                         "the same tracking mode)")
+    targets = _check_targets(problems[0], targets)
+    stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *problems)
+    dtype = problems[0].fixed.dtype
+    t, k = targets.shape[0], problems[0].rig.n_controls
+    weights = InversionWeights(*(jnp.atleast_1d(jnp.asarray(w, dtype)) for w in weights))
+    return _grid(stacked, targets, weights, jnp.zeros((t, k), dtype), config=config, n_frames=t)
 
 
 def _is_tracer(x) -> bool:
@@ -584,8 +601,11 @@ _track = jax.jit(_track_impl, static_argnames=("config", "n_frames"))
 _pooled_jit = jax.jit(_solve_pooled, static_argnames=("cfg", "width"))
 
 
-def _sweep_impl(problem, targets, weights, init, config: InversionConfig, n_frames: int):
-    return jax.vmap(lambda w: _track_impl(problem, targets, w, init, config, n_frames))(weights)
+def _grid_impl(problems, targets, weights, init, config: InversionConfig, n_frames: int):
+    def per_problem(problem):
+        return jax.vmap(lambda w: _track_impl(problem, targets, w, init, config, n_frames))(weights)
+
+    return jax.vmap(per_problem)(problems)
 
 
-_sweep = jax.jit(_sweep_impl, static_argnames=("config", "n_frames"))
+_grid = jax.jit(_grid_impl, static_argnames=("config", "n_frames"))
