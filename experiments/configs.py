@@ -142,6 +142,8 @@ def finetune_from_dict(d: Mapping[str, Any]) -> Optional[FinetuneConfig]:
     weights and solver settings come from the tracker group, so they are no keys here."""
     d = dict(d)
     if not d.pop("enabled", True):
+        # an experiment's shortened stages (experiment=quick) may meet finetune=none: nothing to tune
+        d.pop("stages", None)
         if d:
             raise ConfigError(f"finetune=none takes no settings, got finetune.{sorted(d)[0]}")
         return None
@@ -216,7 +218,8 @@ class Table1Config:
     """conf/table1.yaml: the Table 1 reproduction on the synthetic world. ``model`` and ``controls``
     must describe the world's own head and control set (the world makes them; the YAML
     interpolates them from ``data``); finetune None: no fine-tuned column; compilation_cache:
-    JAX's persistent compilation cache folder (None: off)."""
+    JAX's persistent compilation cache folder (None: off); optimized_metric: the metrics.json key
+    the job returns to a Hydra sweeper (None: nothing returned)."""
 
     data: SyntheticDataConfig
     model: ModelConfig
@@ -228,6 +231,7 @@ class Table1Config:
     logger: LoggerConfig
     task_name: str = "table1"
     compilation_cache: Optional[str] = None
+    optimized_metric: Optional[str] = None
 
     def __post_init__(self):
         world, model = self.data.world, self.model
@@ -260,6 +264,7 @@ class Table1Config:
             logger=_build(LoggerConfig, d["logger"], "logger"),
             task_name=d.get("task_name", "table1"),
             compilation_cache=d.get("compilation_cache"),
+            optimized_metric=d.get("optimized_metric"),
         )
 
     def check_world(self, world) -> None:

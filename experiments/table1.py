@@ -27,32 +27,28 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import hydra
 import jax
+import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.configs import ConfigError, Table1Config
-from flamejax.evaluate import (INTENDED_TABLE1, TABLE1_METRICS, TRUTH_METRICS, evaluate_world, finetuned_variant,
-                               summarise, to_csv, to_markdown)
+from experiments.jobs import check_finite, finished, read_status, write_atomic, write_done, write_failed
+from experiments.loggers import Logger, NullLogger, make_logger
+from flamejax.evaluate import (INTENDED_TABLE1, TABLE1_METRICS, TRUTH_METRICS, baseline_variant, calibrated_variant,
+                               evaluate_world, finetuned_variant, summarise, to_csv, to_markdown)
 from flamejax.synthetic.world import load_or_make_world
 
 # what table1.md / table1.csv / metrics.json hold; timings stay in records.csv and run.json
 TABLE_METRICS = TABLE1_METRICS + INTENDED_TABLE1 + TRUTH_METRICS
 OUTPUTS = ("table1.md", "table1.csv", "records.csv", "metrics.json", "config.yaml", "run.json")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path``, then rename it over ``path``: a reader
-    (or a re-run sweep) sees the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def flat_metrics(summary) -> dict:
@@ -65,7 +61,20 @@ def flat_metrics(summary) -> dict:
     return out
 
 
-def run(cfg: Table1Config, out_dir: Path, resolved_yaml: str, progress=print) -> dict:
+def _logged(builder, logger: Logger):
+    """A variant builder that also logs its solver's per-iteration values (calibration objective,
+    fine-tuning stage values) to ``logger``."""
+    def build(ctx):
+        variant = builder(ctx)
+        for key in ("history", "stage_values"):
+            if key in variant.info:
+                logger.log_history(f"{variant.name}/{ctx.performer}/{ctx.tracker}/{key}", variant.info[key])
+        return variant
+
+    return build
+
+
+def run(cfg: Table1Config, out_dir: Path, resolved_yaml: str, progress=print, logger: Logger = NullLogger()) -> dict:
     """Evaluate and write :data:`OUTPUTS` into ``out_dir`` (module doc); resolved_yaml: the
     config.yaml text. Returns {"markdown": tables, "paths": {name: path}, "metrics": flat}."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -77,71 +86,128 @@ def run(cfg: Table1Config, out_dir: Path, resolved_yaml: str, progress=print) ->
              f"{len(world.performers)} performers) in {world_s:.1f} s on {jax.devices()[0]}")
 
     ev = cfg.evaluation
-
-    def say(msg: str) -> None:
-        progress("  " + msg)
-
-    builders = (finetuned_variant(cfg.finetune),) if cfg.finetune is not None else ()
+    builders = [baseline_variant, calibrated_variant] + ([finetuned_variant(cfg.finetune)] if cfg.finetune else [])
     start = time.perf_counter()
     records = evaluate_world(world, calibration=cfg.calibration, weights=cfg.tracker.weights,
                              inversion=cfg.tracker.inversion, takes=ev.takes, training_take=ev.training_take,
                              trackers=ev.trackers, performers=ev.performers, max_frames=ev.max_frames,
-                             calibration_frames=ev.calibration_frames, progress=say, extra_variants=builders)
+                             calibration_frames=ev.calibration_frames, progress=lambda msg: progress("  " + msg),
+                             variants=[_logged(b, logger) for b in builders])
     eval_s = time.perf_counter() - start
+    return write_results(cfg, world, records, out_dir, resolved_yaml, {"world": world_s, "evaluation": eval_s},
+                         logger)
+
+
+def write_results(cfg: Table1Config, world, records, out_dir: Path, resolved_yaml: str, seconds: dict,
+                  logger: Logger = NullLogger()) -> dict:
+    """Records of one job -> its files (module doc; ``run.json`` last, marking the job done) and
+    the logger's metrics, table and summary. Raises :class:`experiments.jobs.NonFiniteResult` (and
+    writes nothing) when a number is NaN or infinite. seconds: {"world": s, "evaluation": s}."""
+    check_finite(records)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ev = cfg.evaluation
     summary = summarise(records, TABLE_METRICS)
-    metrics = {**flat_metrics(summary), "seconds/world": world_s, "seconds/evaluation": eval_s}
+    metrics = {**flat_metrics(summary), **{f"seconds/{k}": v for k, v in seconds.items()}}
     frames = {t: sorted({r["frames"] for r in records if r["take"] == t}) for t in dict.fromkeys(r["take"] for r in records)}
 
     cap = f"at most {ev.max_frames} evenly spaced frames per take" if ev.max_frames else "all frames"
     tables = to_markdown(summary)
+    w = cfg.tracker.weights
     header = (f"# Table 1 on the synthetic world {cfg.data.world.key()}\n\n"
               f"{len(world.performers)} performers, trackers {', '.join(ev.trackers or world.tracked)}; {cap} "
-              f"(evaluated: {frames}). Cells: mean ± std over performers. Tracker weights "
-              f"l1={cfg.tracker.weights.l1}, tweaker={cfg.tracker.weights.tweaker}, "
-              f"smoothness={cfg.tracker.weights.smoothness}. Evaluation {eval_s:.0f} s.\n\n")
+              f"(evaluated: {frames}). Cells: mean ± std over performers. Calibration reg={cfg.calibration.reg}; "
+              f"tracker weights l1={w.l1}, tweaker={w.tweaker}, smoothness={w.smoothness}. "
+              f"Evaluation {seconds.get('evaluation', 0.0):.0f} s.\n\n")
     paths = {name: out_dir / name for name in OUTPUTS}
     write_atomic(paths["table1.md"], header + tables)
     write_atomic(paths["table1.csv"], to_csv(summary))
     write_atomic(paths["records.csv"], to_csv(records))
     write_atomic(paths["metrics.json"], json.dumps(metrics, indent=1, sort_keys=True))
     write_atomic(paths["config.yaml"], resolved_yaml)
-    write_atomic(paths["run.json"], json.dumps({
-        "world_key": cfg.data.world.key(), "frames": frames, "world_seconds": world_s,
-        "evaluation_seconds": eval_s, "device": str(jax.devices()[0]),
+    columns = list(summary[0]._fields) if summary else []
+    logger.log_table("table1", columns, [list(r) for r in summary])
+    logger.log_metrics(metrics)
+    logger.summary(metrics)
+    write_done(out_dir, {
+        "world_key": cfg.data.world.key(), "frames": frames, "seconds": seconds, "device": str(jax.devices()[0]),
         "variant_seconds": {f"{r['performer']}/{r['tracker']}/{r['variant']}": r["variant_seconds"]
                             for r in records},
-    }, indent=1, sort_keys=True))
+    })
     return {"markdown": tables, "paths": paths, "metrics": metrics}
 
 
-def resolved(dcfg: DictConfig) -> tuple[Table1Config, str]:
-    """Hydra's config -> (typed config, the resolved YAML without the hydra node, which only
-    resolves inside a running job)."""
+def resolved_text(dcfg: DictConfig) -> str:
+    """Hydra's config -> the resolved YAML without the hydra node (which only resolves inside a
+    running job): what the job's config.yaml holds."""
     container = OmegaConf.to_container(dcfg, resolve=False)
     container.pop("hydra", None)
-    conf = OmegaConf.create(container)
-    return Table1Config.from_dict(OmegaConf.to_container(conf, resolve=True)), OmegaConf.to_yaml(conf, resolve=True)
+    return OmegaConf.to_yaml(OmegaConf.create(container), resolve=True)
+
+
+def resolved(dcfg: DictConfig) -> tuple[Table1Config, str]:
+    """Hydra's config -> (typed config, :func:`resolved_text`)."""
+    text = resolved_text(dcfg)
+    return Table1Config.from_dict(yaml.safe_load(text)), text
+
+
+def use_compilation_cache(folder: Optional[str]) -> None:
+    """Turn on JAX's persistent compilation cache in ``folder`` (None: leave it off). Most of a
+    run's time is XLA compiling (the tracker per pool size, fine-tuning its value and gradient);
+    a re-run or a sweep's next job reads the programs back."""
+    if folder:
+        jax.config.update("jax_compilation_cache_dir", folder)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def objective_value(cfg: Table1Config, metrics: dict) -> Optional[float]:
+    """What the job returns to Hydra's sweeper: metrics[cfg.optimized_metric], or None when no
+    metric is optimised. An undefined metric raises: a search (hparams_search/) records the trial
+    as failed and goes on, where a NaN result would stop it."""
+    if cfg.optimized_metric is None:
+        return None
+    if cfg.optimized_metric not in metrics:
+        raise ConfigError(f"optimized_metric={cfg.optimized_metric!r} is not one of this job's metrics "
+                          f"(metrics.json keys, e.g. {next(iter(metrics), '')!r})")
+    value = metrics[cfg.optimized_metric]
+    if value is None or not math.isfinite(value):
+        raise ValueError(f"optimized_metric {cfg.optimized_metric!r} is undefined for this job ({value})")
+    return float(value)
 
 
 @hydra.main(config_path="../conf", config_name="table1", version_base="1.3")
-def main(dcfg: DictConfig) -> None:
+def main(dcfg: DictConfig) -> Optional[float]:
+    hc = HydraConfig.get()
+    out_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    text = cfg = None
     try:
-        cfg, text = resolved(dcfg)
-    except ConfigError as e:
-        print(f"table1: bad config: {e}", file=sys.stderr)
-        sys.exit(2)
-    if cfg.compilation_cache:
-        # most of a run's time is XLA compiling (the tracker compiles per pool size, fine-tuning
-        # its value-and-gradient); a re-run or a sweep's next job reads the programs back
-        jax.config.update("jax_compilation_cache_dir", cfg.compilation_cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
-    result = run(cfg, out_dir, text, progress=lambda msg: print(msg, flush=True))
+        text = resolved_text(dcfg)
+        cfg = Table1Config.from_dict(yaml.safe_load(text))
+        if finished(out_dir, text):
+            # a re-run sweep (same hydra.sweep.dir) skips the jobs it already finished
+            print(f"table1: {out_dir} already holds this job's results (status done); skipped")
+            return objective_value(cfg, json.loads((out_dir / "metrics.json").read_text()))
+        if (out_dir / "run.json").exists():
+            print(f"table1: re-running {out_dir} (was {(read_status(out_dir) or {}).get('status', 'unreadable')})")
+        use_compilation_cache(cfg.compilation_cache)
+        with make_logger(cfg.logger, out_dir, yaml.safe_load(text), job_name=f"{cfg.task_name}/{out_dir.name}") as logger:
+            result = run(cfg, out_dir, text, progress=lambda msg: print(msg, flush=True), logger=logger)
+        value = objective_value(cfg, result["metrics"])
+    except Exception as e:  # noqa: BLE001 -- any failure is recorded in the job directory
+        write_failed(out_dir, e, text)
+        kind = "bad config" if isinstance(e, ConfigError) else "failed"
+        print(f"table1: {kind}: {e}\n  recorded in {out_dir / 'run.json'}", file=sys.stderr)
+        if multirun and (cfg is None or cfg.optimized_metric is None):
+            return None     # the sweep goes on with its next job
+        if multirun:
+            raise           # a search's sweeper records the trial as failed and goes on
+        sys.exit(2 if isinstance(e, ConfigError) else 1)
     print()
     print(result["markdown"])
     print(f"wrote to {out_dir}:")
     for path in result["paths"].values():
         print(f"  {path}")
+    return value
 
 
 if __name__ == "__main__":

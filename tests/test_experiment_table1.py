@@ -109,6 +109,10 @@ def test_command_line_rejects_a_bad_config(tmp_path):
     assert out.returncode == 2, out.stderr[-2000:]
     assert "table1: bad config: calibration: reg must be >= 0" in out.stderr
     assert not (tmp_path / "table1.md").exists()
+    # the failure is recorded in the job folder, with the config it failed with
+    status = json.loads((tmp_path / "run.json").read_text())
+    assert status["status"] == "failed" and "reg must be >= 0" in status["error"]
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["calibration"]["reg"] == -1
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +175,7 @@ def test_quick_run_numbers_agree(quick_run):
     assert len(records) == 2 * 2 * 4 * 3  # performers x trackers x (3 held-out takes + Simon-Says) x variants
     assert all(int(r["frames"]) <= cfg.evaluation.max_frames for r in records)
     run = json.loads((out_dir / "run.json").read_text())
-    assert run["world_key"] == cfg.data.world.key()
+    assert run["world_key"] == cfg.data.world.key() and run["status"] == "done"
 
 
 def test_quick_run_config_round_trips(quick_run):
