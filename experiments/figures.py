@@ -476,7 +476,9 @@ def make_figures(world: World, *, calibration: CalibrationConfig, weights: Inver
                                                - data.hold_solved["baseline"][pos]).sum())},
             "fig3": {"take_frame": int(data.take_frames[t])},
             "video": {"frames": len(data.take_frames), "first_frame": int(data.take_frames[0])},
-            "avatars": data.avatars.tolist(), "variants": _jsonable(data.info), "world": world.config.key()}
+            # the avatars' identities up to their last non-zero shape coefficient (the rest are 0)
+            "avatars": data.avatars[:, :int(np.max(np.nonzero(np.any(data.avatars != 0, 0))[0], initial=-1)) + 1].tolist(),
+            "variants": _jsonable(data.info), "world": world.config.key()}
     tmp = out / f".{FIGURE_FILES['info']}.tmp"
     tmp.write_text(json.dumps(info, indent=2))
     os.replace(tmp, out / FIGURE_FILES["info"])

@@ -92,6 +92,7 @@ def test_make_figures_writes_decodable_non_blank_files(made, world, data):
     expression, pos = F.pick_simon_says_frame(data)
     assert info["fig1"]["expression"] == data.expressions[expression]
     assert info["video"]["frames"] == FRAMES
+    np.testing.assert_allclose(info["avatars"], data.avatars[:, :10], rtol=1e-6)   # the non-zero coefficients
     assert info["variants"]["calibrated"]["objective_after"] < info["variants"]["calibrated"]["objective_before"]
 
 
