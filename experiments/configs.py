@@ -214,6 +214,33 @@ class LoggerConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class FiguresConfig:
+    """table1.yaml's ``figures`` block (experiments/figures.py's make_figures): enabled; performer,
+    tracker: whose figures (None: the world's first); take: the retargeted sequence; max_frames:
+    at most this many of its frames in the video (None: all); seed: the random avatars; cell:
+    pixels per video panel; hold_frames: Simon-Says frames tracked per expression (None: all)."""
+
+    enabled: bool = True
+    performer: Optional[str] = None
+    tracker: Optional[str] = None
+    take: str = "pangram"
+    max_frames: Optional[int] = None
+    seed: int = 0
+    cell: int = 256
+    hold_frames: Optional[int] = None
+
+    def __post_init__(self):
+        if self.take not in TAKES:
+            raise ConfigError(f"figures.take must be one of {TAKES}, got {self.take!r}")
+        for name in ("max_frames", "hold_frames"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"figures.{name} must be >= 1 or null, got {value}")
+        if self.cell < 32:
+            raise ConfigError(f"figures.cell must be >= 32 pixels, got {self.cell}")
+
+
+@dataclasses.dataclass(frozen=True)
 class Table1Config:
     """conf/table1.yaml: the Table 1 reproduction on the synthetic world. ``model`` and ``controls``
     must describe the world's own head and control set (the world makes them; the YAML
@@ -229,6 +256,7 @@ class Table1Config:
     finetune: Optional[FinetuneConfig]
     evaluation: EvaluationConfig
     logger: LoggerConfig
+    figures: FiguresConfig = FiguresConfig()
     task_name: str = "table1"
     compilation_cache: Optional[str] = None
     optimized_metric: Optional[str] = None
@@ -262,6 +290,7 @@ class Table1Config:
             finetune=finetune_from_dict(d["finetune"]),
             evaluation=EvaluationConfig.from_dict(d["evaluation"]),
             logger=_build(LoggerConfig, d["logger"], "logger"),
+            figures=_build(FiguresConfig, d.get("figures", {}), "figures"),
             task_name=d.get("task_name", "table1"),
             compilation_cache=d.get("compilation_cache"),
             optimized_metric=d.get("optimized_metric"),

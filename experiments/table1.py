@@ -94,8 +94,26 @@ def run(cfg: Table1Config, out_dir: Path, resolved_yaml: str, progress=print, lo
                              calibration_frames=ev.calibration_frames, progress=lambda msg: progress("  " + msg),
                              variants=[_logged(b, logger) for b in builders])
     eval_s = time.perf_counter() - start
-    return write_results(cfg, world, records, out_dir, resolved_yaml, {"world": world_s, "evaluation": eval_s},
-                         logger)
+    seconds = {"world": world_s, "evaluation": eval_s}
+    figures = {}
+    if cfg.figures.enabled:
+        from experiments.figures import make_figures   # matplotlib and the renderer only when drawing
+
+        start = time.perf_counter()
+        f = cfg.figures
+        figures = make_figures(world, calibration=cfg.calibration, weights=cfg.tracker.weights,
+                               inversion=cfg.tracker.inversion, out_dir=out_dir / "figures", performer=f.performer,
+                               tracker=f.tracker, take=f.take, max_frames=f.max_frames, seed=f.seed, cell=f.cell,
+                               hold_frames_per_expression=f.hold_frames, progress=lambda msg: progress("  " + msg))
+        seconds["figures"] = time.perf_counter() - start
+        for name, path in figures.items():
+            if path.suffix == ".png":
+                logger.log_image(f"figures/{name}", path)
+            elif path.suffix == ".mp4":
+                logger.log_video(f"figures/{name}", path)
+    result = write_results(cfg, world, records, out_dir, resolved_yaml, seconds, logger)
+    result["paths"].update({f"figures/{name}": path for name, path in figures.items()})
+    return result
 
 
 def write_results(cfg: Table1Config, world, records, out_dir: Path, resolved_yaml: str, seconds: dict,

@@ -16,8 +16,9 @@ depend on the calibration settings and are repeated for each of them), with two 
 of settings it served. Only the Baseline and Ours (calibrated) variants: a fine-tuned variant per
 grid point is a per-process sweep's job.
 
-The tracker inverts every frame of a setting in one vmapped block (no pool of slots), so results
-can differ from :func:`flamejax.track.track_controls`'s in the last float32 digits.
+Each rig's (weight setting, frame) solves share one pool of slots (:func:`flamejax.track.track_grid`);
+the arithmetic is batched differently from :func:`flamejax.track.track_controls`'s, so results can
+differ in the last float32 digits (measured: metrics within 2e-4 relative on the tests' world).
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Set up flamejax's virtual environment (from nothing but python3) and run a job in it.
 
-    python3 scripts/dev.py run [hydra overrides...]   # the main job on the embedded synthetic model
+    python3 scripts/dev.py run [hydra overrides...]   # the main job: Table 1 on the embedded synthetic world
     python3 scripts/dev.py test [pytest args...]      # the test suite
     python3 scripts/dev.py bench [args...]            # scripts/bench_flame.py (the forward pass)
     python3 scripts/dev.py bench method [args...]     # scripts/bench_method.py (tracking, calibration)
+    python3 scripts/dev.py bench sweep [args...]      # scripts/bench_sweep.py (vectorised sweep vs multirun)
+    python3 scripts/dev.py bench render [args...]     # scripts/bench_render.py (the rasteriser)
     python3 scripts/dev.py test --compare             # also install torch + smplx and run the cross-checks
 
 The environment lives in ``.venv`` next to this repository. It is (re)installed only when
@@ -57,7 +59,8 @@ def ensure_environment(extras: list[str]) -> None:
     stamp.write_text("ok\n")
 
 
-BENCHMARKS = {"flame": "scripts/bench_flame.py", "method": "scripts/bench_method.py"}
+BENCHMARKS = {"flame": "scripts/bench_flame.py", "method": "scripts/bench_method.py",
+              "sweep": "scripts/bench_sweep.py", "render": "scripts/bench_render.py"}
 
 
 def bench_command(args: list[str]) -> list[str]:
@@ -79,7 +82,7 @@ def main(argv: list[str]) -> int:
     ensure_environment(extras)
     env = dict(os.environ, PYTHONHASHSEED="0")
     if job == "run":
-        return _run([PYTHON, "-m", "experiments.forward", *args], env=env)
+        return _run([PYTHON, "-m", "experiments.table1", *args], env=env)
     if job == "bench":
         return _run([PYTHON, *bench_command(args)], env=env)
     # loadfile: a file's tests share one worker, so its expensive fixtures are built once.

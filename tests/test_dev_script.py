@@ -31,5 +31,7 @@ def test_bench_picks_the_benchmark_script():
     assert dev.bench_command([]) == ["scripts/bench_flame.py"]
     assert dev.bench_command(["--batch", "64"]) == ["scripts/bench_flame.py", "--batch", "64"]
     assert dev.bench_command(["method", "--quick"]) == ["scripts/bench_method.py", "--quick"]
+    assert dev.bench_command(["sweep", "--quick"]) == ["scripts/bench_sweep.py", "--quick"]
+    assert dev.bench_command(["render"]) == ["scripts/bench_render.py"]
     for script in dev.BENCHMARKS.values():
         assert (SCRIPT.parent.parent / script).exists(), script

@@ -39,6 +39,7 @@ def common(tiny_world, tmp_path_factory):
     jax_cache = tmp_path_factory.mktemp("jax_cache")
     # one performer, one tracker, one held-out take, few frames: the sweep machinery, cheaply
     return ["experiment=quick", f"data.cache_dir={cache}", f"compilation_cache={jax_cache}", "finetune=none",
+            "figures.enabled=false",
             "evaluation.performers=[performer00]", "evaluation.trackers=[OS2]", "evaluation.takes=[pangram]",
             "evaluation.max_frames=4"]
 

@@ -87,6 +87,8 @@ def test_hydra_and_experiment_groups():
     (["evaluation.max_frames=0"], "evaluation.max_frames must be >= 1"),
     (["evaluation.takes=[simon_says]"], "evaluation.takes must be"),
     (["logger.kind=comet"], "logger.kind must be 'none' or 'wandb'"),
+    (["figures.take=simon"], "figures.take must be one of"),
+    (["figures.max_frames=0"], "figures.max_frames must be >= 1"),
     (["+logger.mode=cloud"], "logger.mode must be"),
 ])
 def test_bad_config_names_the_key(overrides, message):
@@ -140,6 +142,10 @@ def test_quick_run_writes_every_file_atomically(quick_run):
     assert not list(out_dir.glob(".*.tmp"))
     assert any(Path(quick_run[1].compilation_cache).iterdir())  # the compiled programs, for the next run
     assert "| Sequence | Tracker | Sparsity: Baseline |" in proc.stdout
+    # the figures and the video, and their paths printed
+    for name in ("fig1_controls.png", "fig3_retarget.png", "retarget.mp4"):
+        path = out_dir / "figures" / name
+        assert path.stat().st_size > 1000 and str(path) in proc.stdout
 
 
 def test_quick_run_table1_layout(quick_run):

@@ -100,3 +100,19 @@ def test_grid_records_equal_per_setting_evaluations(tiny_world):
         twin = next(b for b in base if key(b) == key(r) and b["weights_index"] == r["weights_index"]
                     and b["calibration_index"] != r["calibration_index"])
         assert twin["control_mae"] == r["control_mae"]
+
+
+def test_grid_with_temporal_smoothness_matches_track_controls(tiny_world):
+    w = tiny_world
+    model, rig = w.generic.model, w.generic.rig
+    beta = jnp.asarray(w.performers["performer01"].beta, model.dtype)
+    targets = calibration_samples(w, "performer01", "OS1")[1][:8]
+    problem = inversion_problem(model, rig, beta, tweakers=np.asarray(w.control_set.tweaker_mask, bool))
+    weights = [InversionWeights(smoothness=0.0), InversionWeights(smoothness=5.0)]
+    grid, _ = track_grid([problem], targets, stack_weights(weights))
+    for j, wj in enumerate(weights):
+        one, _ = track_controls(problem, targets, wj)
+        np.testing.assert_allclose(np.asarray(grid[0, j]), np.asarray(one), atol=5e-3)
+    # the temporal term does smooth: smaller frame-to-frame changes
+    jumps = [float(np.abs(np.diff(np.asarray(grid[0, j]), axis=0)).mean()) for j in range(2)]
+    assert jumps[1] < jumps[0]
