@@ -38,6 +38,7 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from experiments.configs import ConfigError, Table1Config
 from experiments.jobs import check_finite, finished, read_status, write_atomic, write_done, write_failed
@@ -74,9 +75,12 @@ def _logged(builder, logger: Logger):
     return build
 
 
-def run(cfg: Table1Config, out_dir: Path, resolved_yaml: str, progress=print, logger: Logger = NullLogger()) -> dict:
-    """Evaluate and write :data:`OUTPUTS` into ``out_dir`` (module doc); resolved_yaml: the
-    config.yaml text. Returns {"markdown": tables, "paths": {name: path}, "metrics": flat}."""
+def run(cfg: Table1Config, out_dir: Path, resolved_yaml: str, progress=print, logger: Logger = NullLogger(),
+        bar: bool = False) -> dict:
+    """Evaluate and write :data:`OUTPUTS` (and the figures) into ``out_dir`` (module doc);
+    resolved_yaml: the config.yaml text; progress: gets a line of text per step; bar: show a tqdm
+    progress bar (the lines then go through tqdm.write). Returns {"markdown": tables, "paths":
+    {name: path}, "metrics": flat}."""
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     world = load_or_make_world(cfg.data.world, cfg.data.cache_dir)
@@ -87,12 +91,21 @@ def run(cfg: Table1Config, out_dir: Path, resolved_yaml: str, progress=print, lo
 
     ev = cfg.evaluation
     builders = [baseline_variant, calibrated_variant] + ([finetuned_variant(cfg.finetune)] if cfg.finetune else [])
+    n_takes = len(ev.takes) + bool(ev.training_take)
+    n_steps = (len(ev.performers or world.performers) * len(ev.trackers or world.tracked) * len(builders)
+               * (1 + n_takes))
     start = time.perf_counter()
-    records = evaluate_world(world, calibration=cfg.calibration, weights=cfg.tracker.weights,
-                             inversion=cfg.tracker.inversion, takes=ev.takes, training_take=ev.training_take,
-                             trackers=ev.trackers, performers=ev.performers, max_frames=ev.max_frames,
-                             calibration_frames=ev.calibration_frames, progress=lambda msg: progress("  " + msg),
-                             variants=[_logged(b, logger) for b in builders])
+    # a bar over the evaluation's steps (each variant built, each take inverted), the step lines above it
+    with tqdm(total=n_steps, desc="table1", unit="step", disable=not bar, dynamic_ncols=True) as steps:
+        def step(msg: str) -> None:
+            (tqdm.write if bar else progress)("  " + msg)
+            steps.update(1)
+
+        records = evaluate_world(world, calibration=cfg.calibration, weights=cfg.tracker.weights,
+                                 inversion=cfg.tracker.inversion, takes=ev.takes, training_take=ev.training_take,
+                                 trackers=ev.trackers, performers=ev.performers, max_frames=ev.max_frames,
+                                 calibration_frames=ev.calibration_frames, progress=step,
+                                 variants=[_logged(b, logger) for b in builders])
     eval_s = time.perf_counter() - start
     seconds = {"world": world_s, "evaluation": eval_s}
     figures = {}
@@ -104,7 +117,8 @@ def run(cfg: Table1Config, out_dir: Path, resolved_yaml: str, progress=print, lo
         figures = make_figures(world, calibration=cfg.calibration, weights=cfg.tracker.weights,
                                inversion=cfg.tracker.inversion, out_dir=out_dir / "figures", performer=f.performer,
                                tracker=f.tracker, take=f.take, max_frames=f.max_frames, seed=f.seed, cell=f.cell,
-                               hold_frames_per_expression=f.hold_frames, progress=lambda msg: progress("  " + msg))
+                               hold_frames_per_expression=f.hold_frames, progress=lambda msg: progress("  " + msg),
+                               video_progress=bar)
         seconds["figures"] = time.perf_counter() - start
         for name, path in figures.items():
             if path.suffix == ".png":
@@ -209,7 +223,8 @@ def main(dcfg: DictConfig) -> Optional[float]:
             print(f"table1: re-running {out_dir} (was {(read_status(out_dir) or {}).get('status', 'unreadable')})")
         use_compilation_cache(cfg.compilation_cache)
         with make_logger(cfg.logger, out_dir, yaml.safe_load(text), job_name=f"{cfg.task_name}/{out_dir.name}") as logger:
-            result = run(cfg, out_dir, text, progress=lambda msg: print(msg, flush=True), logger=logger)
+            result = run(cfg, out_dir, text, progress=lambda msg: print(msg, flush=True), logger=logger,
+                         bar=sys.stderr.isatty())
         value = objective_value(cfg, result["metrics"])
     except Exception as e:  # noqa: BLE001 -- any failure is recorded in the job directory
         write_failed(out_dir, e, text)

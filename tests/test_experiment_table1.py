@@ -21,6 +21,7 @@ from experiments.table1 import OUTPUTS, resolved
 from flamejax.calibrate import CalibrationConfig
 from flamejax.finetune import DEFAULT_STAGES, FinetuneConfig
 from flamejax.track import InversionConfig, InversionWeights
+from wandb_records import Run, wandb_environment
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -101,9 +102,9 @@ def test_unknown_override_without_plus_fails_at_composition():
         compose_table1(["calibration.foo=1"])
 
 
-def table1_cli(args, cwd):
+def table1_cli(args, cwd, env=None):
     return subprocess.run([sys.executable, "-m", "experiments.table1", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=600, env={**os.environ, "PYTHONPATH": str(CONF.parent)})
+                          cwd=cwd, timeout=600, env={**os.environ, "PYTHONPATH": str(CONF.parent), **(env or {})})
 
 
 def test_command_line_rejects_a_bad_config(tmp_path):
@@ -119,18 +120,22 @@ def test_command_line_rejects_a_bad_config(tmp_path):
 
 @pytest.fixture(scope="module")
 def quick_run(tiny_world, tmp_path_factory):
-    """``python -m experiments.table1 experiment=quick`` on conftest's tiny world (its cache, so
-    the world is read back, not rebuilt) -> (output dir, the typed config, the process)."""
+    """``python -m experiments.table1 experiment=quick logger=wandb`` on conftest's tiny world (its
+    cache, so the world is read back, not rebuilt; W&B offline inside a temporary folder) ->
+    (output dir, the typed config, the process)."""
     root = tmp_path_factory.getbasetemp()
     cache = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "tiny_world_cache"
     assert (cache / f"world-{tiny_world.config.key()}").is_dir(), "conftest's tiny_world cache moved"
     out_dir = tmp_path_factory.mktemp("table1_quick")
     jax_cache = tmp_path_factory.mktemp("jax_cache")
     overrides = ["experiment=quick", f"data.cache_dir={cache}", f"compilation_cache={jax_cache}",
-                 f"hydra.run.dir={out_dir}"]
+                 "logger=wandb", f"hydra.run.dir={out_dir}"]
     cfg = typed(overrides[:3])
     assert cfg.data.world == tiny_world.config  # experiment=quick is the tests' tiny world
-    proc = table1_cli(overrides, CONF.parent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(wandb_environment(tmp_path_factory.mktemp("wandb_home")))
+    proc = subprocess.run([sys.executable, "-m", "experiments.table1", *overrides], capture_output=True, text=True,
+                          cwd=CONF.parent, timeout=600, env={**env, "PYTHONPATH": str(CONF.parent)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out_dir, cfg, proc
 
@@ -189,3 +194,29 @@ def test_quick_run_config_round_trips(quick_run):
     written = yaml.safe_load((out_dir / "config.yaml").read_text())
     assert "hydra" not in written
     assert Table1Config.from_dict(written) == cfg
+
+
+def test_quick_run_logged_to_wandb_offline(quick_run):
+    """The job's offline W&B run (in the job folder) holds its config, the metrics, Table 1 as a
+    table, the calibration's per-iteration objective, the figures and the video."""
+    out_dir, cfg, _ = quick_run
+    (run_dir,) = (out_dir / "wandb").glob("offline-run-*")
+    run = Run.finished(run_dir)
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    key = "rom2/OS1/calibrated/sparsity/mean"
+    assert math.isclose(run.summary[key], metrics[key], rel_tol=1e-12)
+    (config,) = [r.run.config for r in run.by_type["run"]]
+    assert any(item.key == "calibration" for item in config.update)
+    # Table 1 as a wandb.Table: every summary row of table1.csv
+    ref, path = run.media("table1")
+    table = json.loads(path.read_text())
+    with open(out_dir / "table1.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert table["columns"] == list(rows[0]) and len(table["data"]) == len(rows)
+    # the calibration's objective, one point per iteration, decreasing
+    series = run.series("calibrated/performer00/OS1/history", "calibrated/performer00/OS1/history/iteration")
+    assert len(series) > 2 and series[-1][1] < series[0][1]
+    for name in ("figures/fig1", "figures/fig3", "figures/video"):
+        _, media_file = run.media(name)
+        assert media_file.stat().st_size > 1000
+    assert run.records[-1].exit.exit_code == 0
