@@ -150,7 +150,8 @@ def figure_data(world: World, *, calibration: CalibrationConfig = CalibrationCon
                              calibration, weights, inversion, tweakers, dict(variants))
         variant = builder(ctx)
         variants[variant.name] = variant
-        say(f"{performer} {tracker}: built {variant.name}" + (f" {dict(variant.info)}" if variant.info else ""))
+        shown = {k: v for k, v in variant.info.items() if k != "history"}   # the per-iteration values: W&B's
+        say(f"{performer} {tracker}: built {variant.name}" + (f" {shown}" if shown else ""))
 
     hold_frames = np.flatnonzero(seq.hold >= 0)
     if hold_frames_per_expression is not None:
