@@ -28,6 +28,11 @@ class ModelConfig:
     n_shape: Optional[int] = None
     n_expr: Optional[int] = None
 
+    def __post_init__(self):
+        if self.kind == "file" and self.path in (None, "", "???"):
+            raise ConfigError("model.path is required with a FLAME file (model=file / flame2020 / flame2023): "
+                              "model.path=/data/FLAME2020/generic_model.pkl")
+
     def build(self, dtype=jnp.float32) -> fj.FlameModel:
         if self.kind == "synthetic":
             kwargs = {k: v for k, v in (("n_shape", self.n_shape), ("n_expr", self.n_expr)) if v is not None}

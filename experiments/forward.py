@@ -10,6 +10,7 @@ and prints where they went.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 import flamejax as fj
-from experiments.configs import ForwardConfig
+from experiments.configs import ConfigError, ForwardConfig
 
 
 def sample_frames(key: jax.Array, model: fj.FlameModel, batch: int, expression_scale: float) -> fj.FlameParams:
@@ -86,7 +87,11 @@ def run(cfg: ForwardConfig, out_dir: Path) -> dict:
 
 @hydra.main(config_path="../conf", config_name="forward", version_base="1.3")
 def main(dcfg: DictConfig) -> None:
-    cfg = ForwardConfig.from_dict(OmegaConf.to_container(dcfg, resolve=True))
+    try:
+        cfg = ForwardConfig.from_dict(OmegaConf.to_container(dcfg, resolve=True))
+    except (ConfigError, TypeError) as e:   # TypeError: a key the typed config does not have
+        print(f"forward: bad config: {e}", file=sys.stderr)
+        sys.exit(2)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     summary = run(cfg, out_dir)
     print(f"{summary['model']['vertices']} vertices, batch {cfg.batch_size}: "

@@ -6,11 +6,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import trimesh
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from experiments.configs import ForwardConfig
+from experiments.configs import ConfigError, ForwardConfig
 from experiments.forward import run
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -37,6 +38,14 @@ def test_file_model_requires_a_path():
         assert "generic_model.pkl" in str(e)
     else:
         raise AssertionError("loading a missing file must fail")
+
+
+@pytest.mark.parametrize("preset", ["flame2020", "flame2023"])
+def test_flame_presets_are_files_with_the_release_sizes(preset):
+    cfg = compose_forward([f"model={preset}", "model.path=/data/model.pkl"])
+    assert (cfg.model.kind, cfg.model.path, cfg.model.n_shape, cfg.model.n_expr) == ("file", "/data/model.pkl", 300, 100)
+    with pytest.raises(ConfigError, match="model.path is required"):   # the path is mandatory (???)
+        compose_forward([f"model={preset}"])
 
 
 def test_file_model_from_real_format_files(tmp_path):
