@@ -307,3 +307,220 @@ class Table1Config:
         want = (self.model.n_shape, self.model.n_expr)
         if any(w is not None and w != g for w, g in zip(want, got)):
             raise ConfigError(f"model n_shape, n_expr = {want} but the synthetic world's model has {got}")
+
+
+# ---------------------------------------------------------------- per-stage entry points
+# experiments/{calibrate,track,finetune,retarget,evaluate}.py, conf/{calibrate,track,finetune_rig,
+# retarget,evaluate}.yaml: every stage composes the same groups as Table 1 (so that one
+# experiment preset, e.g. experiment=quick, applies to all of them) plus its own keys.
+
+RIGS = ("generic", "calibrated", "finetuned")
+# Table 1's own blocks, which experiment presets (conf/experiment/) may set: a stage that does not
+# use one still validates it (a typo fails) and then ignores it
+PRESET_BLOCKS = ("evaluation", "figures")
+
+
+def _performers(value, where: str) -> Optional[tuple[str, ...]]:
+    if value is None:
+        return None
+    names = (value,) if isinstance(value, str) else tuple(value)
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{where} must be null (all) or a non-empty list of performer names, got {value!r}")
+    return names
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StageConfig:
+    """The keys every stage shares (as :class:`Table1Config`): data, model (the world's own head),
+    controls (the world's control set), calibration, tracker, finetune (None: finetune=none),
+    logger, task_name (names the job folder outputs/<task_name>/runs/<time>), compilation_cache
+    (JAX's persistent compilation cache folder, None: off). Subclasses add the stage's own keys
+    as fields with defaults and set ``STAGE`` (the name unknown keys are reported under)."""
+
+    STAGE = "stage"
+
+    data: SyntheticDataConfig
+    model: ModelConfig
+    controls: str
+    calibration: CalibrationConfig
+    tracker: TrackerConfig
+    finetune: Optional[FinetuneConfig]
+    logger: LoggerConfig
+    task_name: str
+    compilation_cache: Optional[str] = None
+
+    def __post_init__(self):
+        # model and controls must follow the synthetic world: Table 1's rule, on the same fields
+        Table1Config.__post_init__(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        d = {k: v for k, v in d.items() if k != "hydra"}
+        names = _names(cls)
+        foreign = [k for k in PRESET_BLOCKS if k in d and k not in names]
+        d = _known(d, names + foreign, cls.STAGE)
+        if "evaluation" in foreign:
+            EvaluationConfig.from_dict(d.pop("evaluation"))
+        if "figures" in foreign:
+            _build(FiguresConfig, d.pop("figures"), "figures")
+        missing = [f.name for f in dataclasses.fields(StageConfig)
+                   if f.default is dataclasses.MISSING and f.name not in d]
+        if missing:
+            raise ConfigError(f"{cls.STAGE} config lacks {missing[0]!r}")
+        common = dict(
+            data=SyntheticDataConfig.from_dict(d.pop("data")),
+            model=_build(ModelConfig, d.pop("model"), "model"),
+            controls=_known(d.pop("controls"), ["name"], "controls")["name"],
+            calibration=_build(CalibrationConfig, d.pop("calibration"), "calibration"),
+            tracker=TrackerConfig.from_dict(d.pop("tracker")),
+            finetune=finetune_from_dict(d.pop("finetune")),
+            logger=_build(LoggerConfig, d.pop("logger"), "logger"),
+        )
+        return cls(**common, **cls._own(d))
+
+    @classmethod
+    def _own(cls, d: dict) -> dict:
+        """The stage's own keys (what is left of the config) -> field values."""
+        return d
+
+    def check_world(self, world) -> None:
+        """The model's component counts are the world's (as Table 1), and the selected performers
+        and tracker exist in it."""
+        Table1Config.check_world(self, world)
+        performers = getattr(self, "performers", None) or ()
+        unknown = [p for p in performers if p not in world.performers]
+        if unknown:
+            raise ConfigError(f"performers: unknown {unknown}; the world has {list(world.performers)}")
+        tracked_by = getattr(self, "tracked_by", None)
+        if tracked_by is not None and tracked_by not in world.tracked:
+            raise ConfigError(f"tracked_by={tracked_by!r} is not one of the world's trackers {list(world.tracked)}")
+
+    def selected(self, world) -> list[str]:
+        """The selected performers' names (all of the world's when ``performers`` is null)."""
+        return list(getattr(self, "performers", None) or world.performers)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CalibrateConfig(StageConfig):
+    """conf/calibrate.yaml: calibrate ``performers`` (None: all) on their Simon-Says take as
+    ``tracked_by`` saw it; calibration_frames: "mean" (each hold's mean) or "all" (every hold frame)."""
+
+    STAGE = "calibrate"
+
+    task_name: str = "calibrate"
+    performers: Optional[tuple[str, ...]] = None
+    tracked_by: str = "OS1"
+    calibration_frames: str = "mean"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.calibration_frames not in ("mean", "all"):
+            raise ConfigError(f"calibration_frames must be 'mean' or 'all', got {self.calibration_frames!r}")
+
+    @classmethod
+    def _own(cls, d: dict) -> dict:
+        if "performers" in d:
+            d["performers"] = _performers(d["performers"], "performers")
+        return d
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrackConfig(CalibrateConfig):
+    """conf/track.yaml: invert ``take`` of the selected performers with ``rig`` ("generic": the
+    generic basis and rig; "calibrated": calibrated first as conf/calibrate.yaml; "finetuned":
+    calibrated then fine-tuned, the finetune group's stages); max_frames: at most this many
+    consecutive frames from the middle of the take (None: all)."""
+
+    STAGE = "track"
+
+    task_name: str = "track"
+    take: str = "pangram"
+    rig: str = "calibrated"
+    max_frames: Optional[int] = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.take not in TAKES:
+            raise ConfigError(f"take must be one of {TAKES}, got {self.take!r}")
+        if self.rig not in RIGS:
+            raise ConfigError(f"rig must be one of {RIGS}, got {self.rig!r}")
+        if self.rig == "finetuned" and self.finetune is None:
+            raise ConfigError("rig=finetuned needs the finetune group's stages, not finetune=none")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ConfigError(f"max_frames must be >= 1 or null, got {self.max_frames}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FinetuneRigConfig(CalibrateConfig):
+    """conf/finetune_rig.yaml: calibrate, then fine-tune the tracker's rig (the finetune group's
+    stages) of the selected performers."""
+
+    STAGE = "finetune"
+
+    task_name: str = "finetune"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.finetune is None:
+            raise ConfigError("finetune=none leaves nothing to fine-tune: choose finetune=short or finetune=default")
+
+
+@dataclasses.dataclass(frozen=True)
+class AvatarsConfig:
+    """conf/retarget/*.yaml: n_avatars random FLAME identities (experiments/figures.py's
+    random_avatars): the first n_coefficients shape coefficients ~ N(0, scale^2), seeded."""
+
+    n_avatars: int = 2
+    seed: int = 0
+    n_coefficients: int = 10
+    scale: float = 1.0
+
+    def __post_init__(self):
+        for name in ("n_avatars", "n_coefficients"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"retarget.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.scale >= 0:
+            raise ConfigError(f"retarget.scale must be >= 0, got {self.scale}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RetargetConfig(TrackConfig):
+    """conf/retarget.yaml: track ``take`` as conf/track.yaml (default rig: calibrated), then drive
+    the ``retarget`` group's avatars with the solved controls through the generic rig;
+    write_obj: also write OBJ meshes, of at most max_obj_frames frames per avatar."""
+
+    STAGE = "retarget"
+
+    task_name: str = "retarget"
+    retarget: AvatarsConfig = AvatarsConfig()
+    write_obj: bool = False
+    max_obj_frames: int = 10
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.max_obj_frames < 1:
+            raise ConfigError(f"max_obj_frames must be >= 1, got {self.max_obj_frames}")
+
+    @classmethod
+    def _own(cls, d: dict) -> dict:
+        d = super()._own(d)
+        if "retarget" in d:
+            d["retarget"] = _build(AvatarsConfig, d["retarget"], "retarget")
+        return d
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvaluateConfig(StageConfig):
+    """conf/evaluate.yaml: :func:`flamejax.evaluate.evaluate_world` with the ``evaluation``
+    selection (as Table 1's); finetune None: baseline and calibrated only."""
+
+    STAGE = "evaluate"
+
+    task_name: str = "evaluate"
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+    @classmethod
+    def _own(cls, d: dict) -> dict:
+        if "evaluation" in d:
+            d["evaluation"] = EvaluationConfig.from_dict(d["evaluation"])
+        return d

@@ -130,7 +130,7 @@ def quick_run(tiny_world, tmp_path_factory):
     jax_cache = tmp_path_factory.mktemp("jax_cache")
     overrides = ["experiment=quick", f"data.cache_dir={cache}", f"compilation_cache={jax_cache}",
                  "logger=wandb", f"hydra.run.dir={out_dir}"]
-    cfg = typed(overrides[:3])
+    cfg = typed(overrides[:4])
     assert cfg.data.world == tiny_world.config  # experiment=quick is the tests' tiny world
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(wandb_environment(tmp_path_factory.mktemp("wandb_home")))
@@ -177,7 +177,7 @@ def test_quick_run_numbers_agree(quick_run):
         for stat in ("mean", "std"):
             value = metrics.pop(f"{r['take']}/{r['tracker']}/{r['variant']}/{r['metric']}/{stat}")
             assert (value is None and math.isnan(float(r[stat]))) or value == float(r[stat])
-    assert set(metrics) == {"seconds/world", "seconds/evaluation"}
+    assert set(metrics) == {"seconds/world", "seconds/evaluation", "seconds/figures"}
     # a Table 1 cell is the CSV's mean ± std
     cell = next(r for r in rows if (r["take"], r["tracker"], r["variant"], r["metric"]) == ("rom2", "OS1", "calibrated", "sparsity"))
     assert f"{float(cell['mean']):.3f} ± {float(cell['std']):.3f}" in (out_dir / "table1.md").read_text()
