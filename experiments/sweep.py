@@ -33,6 +33,7 @@ import jax
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from experiments import collect
 from experiments.configs import ConfigError, Table1Config
@@ -73,8 +74,9 @@ def point_config(base: DictConfig, point: dict) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)))
 
 
-def run_sweep(dcfg: DictConfig, out_dir: Path, progress=print) -> dict:
-    """Evaluate the grid's unfinished points into ``out_dir``/<point> and collect the sweep."""
+def run_sweep(dcfg: DictConfig, out_dir: Path, progress=print, bar: bool = False) -> dict:
+    """Evaluate the grid's unfinished points into ``out_dir``/<point> and collect the sweep.
+    progress: gets a line per step; bar: a tqdm progress bar (lines then go through tqdm.write)."""
     base = OmegaConf.create(OmegaConf.to_container(dcfg, resolve=False))
     base.pop("hydra", None)
     grid = OmegaConf.to_container(base.pop("grid"), resolve=True)
@@ -109,11 +111,19 @@ def run_sweep(dcfg: DictConfig, out_dir: Path, progress=print) -> dict:
         by_w = {tuple(c.tracker.weights): c.tracker.weights for c, _ in todo.values()}
         cal_keys, w_keys = sorted(by_cal), sorted(by_w)
         ev = first.evaluation
+        n_steps = (len(ev.performers or world.performers) * len(ev.trackers or world.tracked)
+                   * (1 + len(ev.takes) + bool(ev.training_take)))
         start = time.perf_counter()
-        records = evaluate_grid(world, [by_cal[k] for k in cal_keys], [by_w[k] for k in w_keys],
-                                inversion=first.tracker.inversion, takes=ev.takes, training_take=ev.training_take,
-                                trackers=ev.trackers, performers=ev.performers, max_frames=ev.max_frames,
-                                calibration_frames=ev.calibration_frames, progress=lambda m: progress("  " + m))
+        # a bar over the grid evaluation's steps (calibrations, then each take), the lines above it
+        with tqdm(total=n_steps, desc="sweep", unit="step", disable=not bar, dynamic_ncols=True) as steps:
+            def step(msg: str) -> None:
+                (tqdm.write if bar else progress)("  " + msg)
+                steps.update(1)
+
+            records = evaluate_grid(world, [by_cal[k] for k in cal_keys], [by_w[k] for k in w_keys],
+                                    inversion=first.tracker.inversion, takes=ev.takes,
+                                    training_take=ev.training_take, trackers=ev.trackers, performers=ev.performers,
+                                    max_frames=ev.max_frames, calibration_frames=ev.calibration_frames, progress=step)
         eval_s = time.perf_counter() - start
         progress(f"evaluated {len(cal_keys)} calibration x {len(w_keys)} weight settings in {eval_s:.1f} s")
         for name, (cfg, text) in todo.items():
@@ -136,7 +146,7 @@ def run_sweep(dcfg: DictConfig, out_dir: Path, progress=print) -> dict:
 def main(dcfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        result = run_sweep(dcfg, out_dir, progress=lambda m: print(m, flush=True))
+        result = run_sweep(dcfg, out_dir, progress=lambda m: print(m, flush=True), bar=sys.stderr.isatty())
     except ConfigError as e:
         print(f"sweep: bad config: {e}", file=sys.stderr)
         sys.exit(2)
