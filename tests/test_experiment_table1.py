@@ -66,7 +66,8 @@ def test_hydra_and_experiment_groups():
     assert cfg.hydra.sweep.dir.startswith("outputs/table1/multiruns/")
     assert cfg.hydra.job.chdir is False
     quick = compose_table1(["experiment=quick"], hydra_node=True)
-    assert quick.hydra.run.dir.startswith("outputs/table1_quick/runs/")
+    assert quick.hydra.run.dir.startswith("outputs/table1_quick/runs/") and quick.task_name == "table1"
+    assert quick.hydra.sweep.dir.startswith("outputs/table1_quick/multiruns/")
     t = resolved(quick)[0]
     assert t.data.world.size == "tiny" and t.model.size == "tiny" and t.data.world.n_performers == 2
     assert t.evaluation.max_frames <= 32 and t.finetune is not None
