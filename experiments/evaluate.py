@@ -29,11 +29,11 @@ from typing import Callable
 import hydra
 from omegaconf import DictConfig
 
-from experiments.calibrate import finish_job, load_world, run_stage
 from experiments.configs import EvaluateConfig
 from experiments.jobs import check_finite, write_atomic
 from experiments.loggers import Logger
-from experiments.table1 import _logged, flat_metrics
+from experiments.table1 import flat_metrics, logged_builder
+from experiments.stages import finish_job, load_world, run_stage
 from flamejax.evaluate import (baseline_variant, calibrated_variant, evaluate_world, finetuned_variant, summarise,
                                to_csv, to_markdown)
 
@@ -48,7 +48,7 @@ def run(cfg: EvaluateConfig, out_dir: Path, text: str, progress: Callable[[str],
                              inversion=cfg.tracker.inversion, takes=ev.takes, training_take=ev.training_take,
                              trackers=ev.trackers, performers=ev.performers, max_frames=ev.max_frames,
                              calibration_frames=ev.calibration_frames, progress=lambda msg: progress("  " + msg),
-                             variants=[_logged(b, logger) for b in builders])
+                             variants=[logged_builder(b, logger) for b in builders])
     eval_s = time.perf_counter() - start
     check_finite(records)   # nothing is written for NaN results
     summary = summarise(records)

@@ -30,12 +30,12 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from experiments.calibrate import finish_job, load_world, run_stage, save_atomic, save_npz
 from experiments.configs import RetargetConfig
 from experiments.figures import random_avatars
 from experiments.jobs import write_atomic
 from experiments.loggers import Logger
 from experiments.track import track_performers, write_controls
+from experiments.stages import finish_job, load_world, run_stage, save_atomic, save_npz
 from flamejax.evaluate import to_csv
 from flamejax.retarget import retarget
 

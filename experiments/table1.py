@@ -62,7 +62,7 @@ def flat_metrics(summary) -> dict:
     return out
 
 
-def _logged(builder, logger: Logger):
+def logged_builder(builder, logger: Logger):
     """A variant builder that also logs its solver's per-iteration values (calibration objective,
     fine-tuning stage values) to ``logger``."""
     def build(ctx):
@@ -105,7 +105,7 @@ def run(cfg: Table1Config, out_dir: Path, resolved_yaml: str, progress=print, lo
                                  inversion=cfg.tracker.inversion, takes=ev.takes, training_take=ev.training_take,
                                  trackers=ev.trackers, performers=ev.performers, max_frames=ev.max_frames,
                                  calibration_frames=ev.calibration_frames, progress=step,
-                                 variants=[_logged(b, logger) for b in builders])
+                                 variants=[logged_builder(b, logger) for b in builders])
     eval_s = time.perf_counter() - start
     seconds = {"world": world_s, "evaluation": eval_s}
     figures = {}

@@ -34,12 +34,12 @@ import jax
 import numpy as np
 from omegaconf import DictConfig
 
-from experiments.calibrate import (build_rigs, finish_job, load_world, performer_context, run_stage, save_npz,
-                                   take_geometry)
 from experiments.configs import TrackConfig
 from experiments.figures import take_window
 from experiments.jobs import check_finite, write_atomic
 from experiments.loggers import Logger
+from experiments.stages import (build_rigs, finish_job, load_world, performer_context, run_stage, save_npz,
+                                take_geometry)
 from flamejax.evaluate import Variant, VariantContext, to_csv
 from flamejax.metrics import sparsity, tweaker_mean
 from flamejax.synthetic.world import World
