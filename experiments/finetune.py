@@ -38,7 +38,7 @@ from experiments.configs import FinetuneRigConfig
 from experiments.jobs import check_finite, write_atomic
 from experiments.loggers import Logger
 from experiments.stages import (build_rigs, finish_job, load_world, performer_context, rig_arrays, run_stage,
-                                   save_atomic, save_npz)
+                                save_atomic, save_npz)
 from flamejax.calibrate import CalibratedRig, calibrated_model
 from flamejax.evaluate import to_csv
 from flamejax.io import save_flame

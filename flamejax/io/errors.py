@@ -30,6 +30,16 @@ class FlameFileError(ValueError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class TrackerOutputError(FlameFileError):
+    """A face tracker's output (a file, or a folder of per-frame files) that is not what its
+    format promises, or not recognisably any supported tracker's output.
+
+    A :class:`FlameFileError` (so one ``except`` catches every bad file); ``path`` is the
+    offending file or folder and ``problem`` names what is wrong (missing key, wrong shape or
+    dtype, unknown layout).
+    """
+
+
 class UnsafePickleError(pickle.UnpicklingError):
     """A pickle named a global (a class or function) that is not on the loader's allow-list.
 
