@@ -11,10 +11,12 @@ Python 2 byte strings (SHORT_BINSTRING/BINSTRING, which Python 3 reads back as `
 
 from __future__ import annotations
 
+import collections
 import copyreg
 import io
 import pickle
 import struct
+import zipfile
 
 import jax.numpy as jnp
 import numpy as np
@@ -178,3 +180,79 @@ def flame2020_pickle(raw: dict, protocol: int = 2) -> bytes:
     if "J_regressor" in data:
         data["J_regressor"] = scipy.sparse.csc_matrix(raw["J_regressor"])
     return py2_dumps(data, protocol)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.save's zip format (torch >= 1.6), written without torch: metrical-tracker / Pixel3DMM
+# ``.frame`` files. The archive holds ``<name>/data.pkl`` (protocol-2 pickle in which every
+# storage is a persistent id ``('storage', torch.<T>Storage, key, 'cpu', numel)``), one
+# ``<name>/data/<key>`` member of raw little-endian elements per storage, and the small
+# ``.format_version``, ``.storage_alignment``, ``byteorder``, ``version`` and
+# ``.data/serialization_id`` records torch 2.x writes; ``<name>`` is the file's stem, as in
+# torch. (torch also pads members to 64-byte offsets; readers do not depend on it.) NumPy arrays
+# in the object pickle as plain NumPy arrays, exactly as in the trackers' files.
+
+_ZIP_STORAGE_NAMES = {np.dtype("<f4"): "FloatStorage", np.dtype("<f8"): "DoubleStorage",
+                      np.dtype("<i8"): "LongStorage", np.dtype("<i4"): "IntStorage",
+                      np.dtype("?"): "BoolStorage", np.dtype("u1"): "ByteStorage"}
+_ZIP_STORAGE_REFS = {name: GlobalRef("torch", name) for name in _ZIP_STORAGE_NAMES.values()}
+_REBUILD_V2 = GlobalRef("torch._utils", "_rebuild_tensor_v2")
+
+
+class ZipTensor:
+    """Pickles as a CPU torch tensor whose storage lives in the zip (``data/<key>``)."""
+
+    def __init__(self, array):
+        array = np.ascontiguousarray(array)
+        self.array = array.astype(array.dtype.newbyteorder("<"))
+        self.storage = _ZipStorage(self.array)
+
+    def __reduce__(self):
+        strides = tuple(s // self.array.itemsize for s in self.array.strides)
+        return (_REBUILD_V2, (self.storage, 0, self.array.shape, strides, False,
+                              collections.OrderedDict()))
+
+
+class _ZipStorage:
+    def __init__(self, array):
+        self.array = array
+
+
+class _ZipPickler(NamedGlobalPickler):
+    def __init__(self, file):
+        super().__init__(file, protocol=2)
+        self.storages: list = []
+
+    def persistent_id(self, obj):
+        if isinstance(obj, _ZipStorage):
+            key = str(len(self.storages))
+            self.storages.append((key, obj.array))
+            name = _ZIP_STORAGE_NAMES[obj.array.dtype]
+            return ("storage", _ZIP_STORAGE_REFS[name], key, "cpu", obj.array.size)
+        return None
+
+
+def torch_zip_bytes(obj, name: str = "archive", data_pkl: bytes | None = None) -> bytes:
+    """The bytes ``torch.save(obj, f"{name}.xxx")`` writes (``data_pkl`` replaces the pickle)."""
+    pkl = io.BytesIO()
+    pickler = _ZipPickler(pkl)
+    pickler.dump(obj)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr(f"{name}/data.pkl", pkl.getvalue() if data_pkl is None else data_pkl)
+        archive.writestr(f"{name}/.format_version", "1")
+        archive.writestr(f"{name}/.storage_alignment", "64")
+        archive.writestr(f"{name}/byteorder", "little")
+        for key, array in pickler.storages:
+            archive.writestr(f"{name}/data/{key}", array.tobytes())
+        archive.writestr(f"{name}/version", "3\n")
+        archive.writestr(f"{name}/.data/serialization_id", "0" * 40)
+    return out.getvalue()
+
+
+def torch_save_zip(path, obj, data_pkl: bytes | None = None) -> None:
+    """Write ``obj`` to ``path`` as torch.save would (archive name = the file's stem)."""
+    import pathlib
+
+    path = pathlib.Path(path)
+    path.write_bytes(torch_zip_bytes(obj, path.stem, data_pkl))

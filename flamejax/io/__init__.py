@@ -8,7 +8,10 @@
 - :func:`load_masks` / :func:`save_masks`: ``FLAME_masks.pkl`` (:mod:`flamejax.io.masks`);
 - :func:`read_face_calibration` / :func:`write_face_calibration`: the face-calibration method's
   data folder (controls, semantic basis, identity, Simon-Says masks)
-  (:mod:`flamejax.io.face_calibration`).
+  (:mod:`flamejax.io.face_calibration`);
+- :func:`read_tracked` / :func:`to_flame_params`: face trackers' outputs (metrical-tracker,
+  Pixel3DMM, VHAP, SMIRK, DECA/EMOCA, our own ``.npz``) as one :class:`TrackedSequence`
+  (:mod:`flamejax.io.trackers`).
 
 Pickles are read with an allow-list unpickler (:mod:`flamejax.io.safe_pickle`) that cannot
 run code from the file; torch tensors inside them are decoded without torch
@@ -16,7 +19,7 @@ run code from the file; torch tensors inside them are decoded without torch
 whose message names the file.
 """
 
-from flamejax.io.errors import FlameFileError
+from flamejax.io.errors import FlameFileError, TrackerOutputError
 from flamejax.io.face_calibration import read_face_calibration, write_face_calibration
 from flamejax.io.flame_file import (
     FlameArrays,
@@ -40,12 +43,23 @@ from flamejax.io.landmark_files import (
 from flamejax.io.masks import load_masks, save_masks
 from flamejax.io.npy import read_npy, read_npy_object, read_npz
 from flamejax.io.safe_pickle import load_pickle
+from flamejax.io.trackers import (
+    TrackedSequence,
+    detect_tracker,
+    load_torch_file,
+    read_tracked,
+    save_tracked,
+    to_flame_params,
+)
 
 __all__ = [
     "FlameArrays",
     "FlameFileError",
+    "TrackedSequence",
+    "TrackerOutputError",
     "MediapipeEmbedding",
     "check_embedding",
+    "detect_tracker",
     "flame_file_dict",
     "load_deca_embedding",
     "load_flame",
@@ -53,17 +67,21 @@ __all__ = [
     "load_masks",
     "load_mediapipe_embedding",
     "load_pickle",
+    "load_torch_file",
     "load_ringnet_embedding",
     "read_face_calibration",
     "read_flame_arrays",
     "read_npy",
     "read_npy_object",
     "read_npz",
+    "read_tracked",
     "save_deca_embedding",
     "save_flame",
     "save_masks",
+    "save_tracked",
     "save_mediapipe_embedding",
     "save_ringnet_embedding",
+    "to_flame_params",
     "with_mediapipe",
     "write_face_calibration",
 ]
