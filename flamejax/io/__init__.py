@@ -19,6 +19,16 @@ run code from the file; torch tensors inside them are decoded without torch
 whose message names the file.
 """
 
+from flamejax.io.animation import (
+    ControlsTake,
+    LiveLinkTake,
+    read_controls_csv,
+    read_controls_npz,
+    read_live_link_csv,
+    write_controls_csv,
+    write_controls_npz,
+    write_live_link_csv,
+)
 from flamejax.io.errors import FlameFileError, TrackerOutputError
 from flamejax.io.face_calibration import read_face_calibration, write_face_calibration
 from flamejax.io.flame_file import (
@@ -41,6 +51,7 @@ from flamejax.io.landmark_files import (
     with_mediapipe,
 )
 from flamejax.io.masks import load_masks, save_masks
+from flamejax.io.meshes import read_mesh, write_mesh_sequence
 from flamejax.io.npy import read_npy, read_npy_object, read_npz
 from flamejax.io.safe_pickle import load_pickle
 from flamejax.io.trackers import (
@@ -53,8 +64,10 @@ from flamejax.io.trackers import (
 )
 
 __all__ = [
+    "ControlsTake",
     "FlameArrays",
     "FlameFileError",
+    "LiveLinkTake",
     "TrackedSequence",
     "TrackerOutputError",
     "MediapipeEmbedding",
@@ -69,8 +82,12 @@ __all__ = [
     "load_pickle",
     "load_torch_file",
     "load_ringnet_embedding",
+    "read_controls_csv",
+    "read_controls_npz",
     "read_face_calibration",
     "read_flame_arrays",
+    "read_live_link_csv",
+    "read_mesh",
     "read_npy",
     "read_npy_object",
     "read_npz",
@@ -83,5 +100,9 @@ __all__ = [
     "save_ringnet_embedding",
     "to_flame_params",
     "with_mediapipe",
+    "write_controls_csv",
+    "write_controls_npz",
     "write_face_calibration",
+    "write_live_link_csv",
+    "write_mesh_sequence",
 ]
