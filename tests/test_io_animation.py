@@ -152,8 +152,8 @@ def test_controls_csv_reader_refuses_broken_files(tmp_path, text, match):
 
 
 def test_controls_csv_reader_tolerates_round_off_and_blank_lines(tmp_path):
-    path = tmp_path / "ok.csv"
-    path.write_text(GOOD_CSV.replace("0.5,0.25", "1.0000001,-1e-7") + "\n\n")
+    path = tmp_path / "ok.csv"   # saved by a spreadsheet: byte order mark, CRLF, a trailing blank line
+    path.write_bytes(b"\xef\xbb\xbf" + (GOOD_CSV.replace("0.5,0.25", "1.0000001,-1e-7") + "\n").replace("\n", "\r\n").encode())
     back = read_controls_csv(path)
     np.testing.assert_array_equal(back.frames, [0, 1, 2])
     np.testing.assert_array_equal(back.valid, [True, False, True])

@@ -259,8 +259,9 @@ def write_controls_csv(path: PathLike, names: Sequence[str], controls, frame_ids
 
 
 def _csv_rows(path: PathLike) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """(header, [(line number, cells)]) of a CSV file; blank lines are skipped."""
-    with reading(path, "CSV file"), open(path, newline="", encoding="utf-8") as fh:
+    """(header, [(line number, cells)]) of a CSV file; blank lines are skipped (and a UTF-8 byte
+    order mark, which spreadsheet programs write, is not part of the first column's name)."""
+    with reading(path, "CSV file"), open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         rows = []
         header = None
