@@ -255,13 +255,14 @@ def plot_controls(names: Sequence[str], uncalibrated, calibrated, path: os.PathL
         axes[1].legend(loc="lower right", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------- Fig. 3 and the video
 
 
-def _save(fig, path: os.PathLike) -> Path:
+def save_figure(fig, path: os.PathLike) -> Path:
+    """Save a matplotlib figure as ``path`` (PNG at >= 100 dpi) atomically, close it -> the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
@@ -366,7 +367,7 @@ def plot_retarget(data: FigureData, path: os.PathLike, *, t: Optional[int] = Non
     frame = int(data.take_frames[t])
     fig.suptitle(title or f"{data.performer} ({data.tracker}), {data.take} frame {frame}: retargeted onto "
                  f"{n_rows} random avatars", fontsize=11)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_video(frames: Iterable[np.ndarray], path: os.PathLike, *, fps: float = 30.0, quality: float = 7.0,
@@ -567,7 +568,7 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], params: Sequence[str], metrics
                 ax.legend(fontsize=7)
     fig.suptitle(title or f"sweep: {len(done)} job{'s' * (len(done) != 1)}"
                  + (f" ({failed} failed, not shown)" if failed else ""), fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_tradeoff(rows: Sequence[Mapping[str, Any]], x_metric: str, y_metric: str, path: os.PathLike, *,
@@ -605,7 +606,7 @@ def plot_tradeoff(rows: Sequence[Mapping[str, Any]], x_metric: str, y_metric: st
     ax.set_ylabel(y_metric)
     ax.grid(alpha=0.3)
     ax.set_title(title or f"{y_metric} vs {x_metric} ({len(points)} jobs)", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------- command line

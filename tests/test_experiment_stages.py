@@ -19,8 +19,9 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from experiments.configs import (AvatarsConfig, CalibrateConfig, ConfigError, EvaluateConfig, FinetuneRigConfig,
-                                 RetargetConfig, TrackConfig)
+from experiments.calibrate import CalibrateStageConfig
+from experiments.configs import (AvatarsConfig, ConfigError, EvaluateConfig, FinetuneRigConfig, RetargetConfig,
+                                 TrackConfig)
 from experiments.figures import random_avatars
 from experiments.table1 import resolved, resolved_text
 from flamejax.calibrate import CalibrationConfig
@@ -30,13 +31,14 @@ from flamejax.retarget import retarget
 from flamejax.semantic.rig import SemanticRig
 from flamejax.synthetic.world import tracked_geometry
 from flamejax.track import InversionConfig, InversionWeights
+from test_calibration_report import check_flame2020_layout, check_report, read_flame_pickle
 
 pytestmark = pytest.mark.slow
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 # stage -> (primary config, typed config, task_name)
 STAGES = {
-    "calibrate": ("calibrate", CalibrateConfig),
+    "calibrate": ("calibrate", CalibrateStageConfig),
     "track": ("track", TrackConfig),
     "finetune": ("finetune_rig", FinetuneRigConfig),
     "retarget": ("retarget", RetargetConfig),
@@ -77,6 +79,8 @@ def test_defaults_are_the_library_defaults(stage):
 def test_stage_keys_defaults():
     cal = typed("calibrate")
     assert (cal.performers, cal.tracked_by, cal.calibration_frames) == (None, "OS1", "mean")
+    assert (cal.flame_formats, cal.report) == (("pkl", "npz"), True)
+    assert typed("calibrate", ["flame_formats=[npz]", "report=false"]).flame_formats == ("npz",)
     tr = typed("track")
     assert (tr.take, tr.rig, tr.max_frames, tr.performers) == ("pangram", "calibrated", None, None)
     rt = typed("retarget")
@@ -96,6 +100,9 @@ def test_stage_keys_defaults():
     ("calibrate", ["performers=[]"], "performers must be null (all) or a non-empty list"),
     ("calibrate", ["tracker.l1=-1"], "tracker.l1 must be >= 0"),   # composed groups are checked, used or not
     ("calibrate", ["model.size=full"], "model.size='full' differs from the world's data.size='small'"),
+    ("calibrate", ["flame_formats=[obj]"], "flame_formats must be a non-empty list of distinct ['pkl', 'npz']"),
+    ("calibrate", ["flame_formats=[]"], "flame_formats must be a non-empty list"),
+    ("calibrate", ["report=maybe"], "report must be true or false"),
     ("track", ["take=rom3"], "take must be one of"),
     ("track", ["rig=custom"], "rig must be one of"),
     ("track", ["rig=finetuned", "finetune=none"], "rig=finetuned needs the finetune group's stages"),
@@ -163,6 +170,11 @@ def calibrate_run(quick):
 
 
 @pytest.fixture(scope="module")
+def calibrate_npz_run(quick, calibrate_run):
+    return quick("calibrate", f"performers=[{PERFORMER}]", "flame_formats=[npz]", "report=false")
+
+
+@pytest.fixture(scope="module")
 def track_run(quick, calibrate_run):
     return quick("track", f"performers=[{PERFORMER}]", "max_frames=8")
 
@@ -216,6 +228,35 @@ def test_calibrate_writes_a_model_that_reproduces_its_residuals(calibrate_run, t
     for e, value in zip(np.asarray(data.expression), rms):
         assert value == pytest.approx(report["per_expression"][names[e]]["after_mm"], rel=1e-3, abs=1e-4)
     assert float(np.mean(rms)) == pytest.approx(report["residual_after_mm"], rel=1e-3)
+
+
+def test_calibrate_exports_flame_pkl_and_report(calibrate_run, tiny_world):
+    """flame_calibrated.pkl is FLAME 2020's generic_model.pkl layout (plain pickle, latin1) holding
+    the npz's model (whose residuals the test above reproduces); report/ shows calibration.json's
+    numbers."""
+    out_dir, cfg, proc = calibrate_run
+    folder = out_dir / PERFORMER
+    generic = tiny_world.generic.model
+    data = read_flame_pickle(folder / "flame_calibrated.pkl")
+    check_flame2020_layout(data, generic.n_vertices, len(generic.faces))
+    npz = load_flame(folder / "flame_calibrated.npz")
+    np.testing.assert_array_equal(data["shapedirs"][:, :, 300:300 + generic.n_expr],
+                                  np.transpose(np.asarray(npz.exprdirs, np.float64), (1, 2, 0)))
+    pkl = load_flame(folder / "flame_calibrated.pkl")
+    for field in ("v_template", "shapedirs", "posedirs", "j_regressor", "weights", "faces"):
+        np.testing.assert_array_equal(np.asarray(getattr(pkl, field)), np.asarray(getattr(npz, field)), field)
+    report = json.loads((folder / "calibration.json").read_text())
+    assert report["gradient_norm"] <= cfg.calibration.tol or report["iterations"] == cfg.calibration.maxiter
+    text = check_report(folder / "report", report)
+    assert f"**performer**: {PERFORMER}" in text and "**tracker**: OS1" in text
+    assert json.loads((out_dir / "run.json").read_text())["seconds"]["report"] > 0
+
+
+def test_calibrate_writes_only_what_is_asked(calibrate_npz_run):
+    out_dir, cfg, _ = calibrate_npz_run
+    assert (cfg.flame_formats, cfg.report) == (("npz",), False)
+    assert sorted(p.name for p in (out_dir / PERFORMER).iterdir()) == \
+        ["calibration.json", "flame_calibrated.npz", "rig_calibrated.npz"]
 
 
 def test_track_writes_the_controls(track_run, calibrate_run, tiny_world):
