@@ -98,9 +98,9 @@ class HoldProposalError(ValueError):
     episodes were found for how many prompts and which parameter to change)."""
 
 
-# The quietest fraction of valid frames taken as neutral face (floor, noise, neutral estimate).
+# The quietest fraction of valid frames taken as the resting face (the neutral estimate).
 _QUIET_QUANTILE = 0.1
-# The fraction of valid frames whose motion sets the resting level and its spread.
+# The fraction of valid frames whose median motion is the resting level (the floor).
 _REST_QUANTILE = 0.2
 # Whitening: a dimension's noise variance counts as at least this fraction of the median one's.
 _WHITEN_FLOOR = 0.1
@@ -252,15 +252,17 @@ def propose_holds(expression=None, jaw_pose=None, valid=None, simon_says=None, *
 
     Parameters (times in seconds at ``fps`` frames per second): metric, jaw_scale: the
     distance (:func:`motion_signal`: "whitened", in noise stds, or "plain", in coefficient
-    units with jaw_scale per radian, or mm for vertices); smooth_s: Gaussian smoothing std; min_gap_s:
-    episodes closer than this are one; min_activity: an episode's peak must reach this fraction
-    of the median episode peak (over the floor); min_prominence: and stand out from its
-    surroundings by this fraction of its height; plateau_fraction: the hold keeps frames at or
-    above this fraction of the plateau; ramp_slope: and drops its end frames while the motion
-    still changes faster than this fraction of the ramp's top speed; quiet_fraction: a no-motion expression's window lies
-    where the motion is under this fraction of the median plateau; extra_ratio: with more
-    episodes than prompts, the extra (smallest) ones are dropped with a warning only if their
-    peaks are below this fraction of the smallest kept peak, else it is an error.
+    units with jaw_scale per radian, or mm for vertices); smooth_s: Gaussian smoothing std;
+    min_gap_s: episodes closer than this are one; min_activity: an episode's peak must reach
+    this fraction of the median episode peak (over the floor); min_prominence: and stand out
+    from its surroundings by this fraction of its height; plateau_fraction: the hold keeps
+    frames at or above this fraction of the plateau; ramp_slope: and drops its end frames while
+    the motion still changes faster than this fraction of the ramp's top speed;
+    quiet_fraction: a no-motion expression's window lies where the motion is under this
+    fraction of the median plateau; extra_ratio: with more episodes than prompts, the extra
+    (smallest) ones are dropped with a warning only if their peaks are below this fraction of
+    the smallest kept peak, else it is an error (a dropped genuine prompt would shift every
+    later label by one).
 
     Raises :class:`HoldProposalError` when the motion does not split into one episode per
     moving prompt. Returns a :class:`HoldProposal`.
