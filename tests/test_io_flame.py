@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import pickle
+import pickletools
 import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +26,7 @@ from flamejax.io import (
     save_mediapipe_embedding,
     save_ringnet_embedding,
 )
+from flamejax.io.pickle_writer import LegacyNamesPickler
 from io_fixtures import flame2020_pickle, random_model, raw_flame_file
 
 HAVE_SMPLX = all(importlib.util.find_spec(m) is not None for m in ("torch", "smplx"))
@@ -151,6 +155,63 @@ def test_saved_pickle_has_flames_layout(tmp_path):
     np.testing.assert_array_equal(data["shapedirs"][:, :, 300:308],
                                   np.transpose(np.asarray(model.exprdirs, np.float64), (1, 2, 0)))
     assert not data["shapedirs"][:, :, 12:300].any() and not data["shapedirs"][:, :, 308:].any()
+
+
+def pickle_globals(data: bytes) -> set[str]:
+    """The globals a pickle names (GLOBAL and STACK_GLOBAL), as "module name" strings."""
+    names, strings = set(), []
+    for op, arg, _ in pickletools.genops(data):
+        if op.name == "GLOBAL":
+            names.add(arg)
+        elif op.name == "STACK_GLOBAL":
+            names.add(" ".join(strings[-2:]))
+        if isinstance(arg, str):
+            strings.append(arg)
+    return names
+
+
+def test_saved_pickle_names_only_what_old_numpy_and_scipy_import(tmp_path):
+    """NumPy < 1.26 has no numpy._core, SciPy < 1.8 no scipy.sparse._csc (numpy issue 28340):
+    the file names the paths FLAME 2020's own file uses for NumPy, and the public SciPy one."""
+    model = random_model(seed=7, n_shape=12, n_expr=8)
+    path = tmp_path / "m.pkl"
+    save_flame(model, path)
+    raw = path.read_bytes()
+    assert pickle_globals(raw) == {"numpy.core.multiarray _reconstruct", "numpy ndarray",
+                                   "numpy dtype", "scipy.sparse csc_matrix"}
+    assert b"numpy._core" not in raw and b"scipy.sparse._" not in raw
+    assert next(pickletools.genops(raw))[1] == 4  # protocol 4 (see save_flame)
+    # Plain pickle reads it in this environment, silently (no deprecated module paths) ...
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with open(path, "rb") as fh:
+            data = pickle.load(fh, encoding="latin1")  # trusted: we just wrote it
+    assert isinstance(data["J_regressor"], scipy.sparse.csc_matrix)
+    np.testing.assert_array_equal(data["J_regressor"].toarray(), np.asarray(model.j_regressor, np.float64))
+    np.testing.assert_array_equal(data["v_template"], np.asarray(model.v_template, np.float64))
+    assert data["f"].dtype == np.uint32
+    # ... and so does the allow-list loader, giving back the model exactly.
+    loaded = load_flame(path)
+    for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(model)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_legacy_pickler_maps_scalars_and_refuses_new_only_names(protocol):
+    out = io.BytesIO()
+    value = {"s": np.float32(1.5), "i": np.int64(3), "a": np.arange(3, dtype=np.uint32),
+             "m": scipy.sparse.csr_matrix(np.eye(2))}
+    LegacyNamesPickler(out, protocol=protocol).dump(value)
+    # Python 3 writes bytes at protocol 2 through _codecs.encode (a Python builtin module).
+    assert pickle_globals(out.getvalue()) - {"_codecs encode"} == {
+        "numpy.core.multiarray scalar", "numpy.core.multiarray _reconstruct", "numpy ndarray",
+        "numpy dtype", "scipy.sparse csr_matrix"}
+    back = pickle.loads(out.getvalue())
+    assert back["s"] == np.float32(1.5) and back["s"].dtype == np.float32 and back["i"] == 3
+    np.testing.assert_array_equal(back["m"].toarray(), np.eye(2))
+    # SciPy's sparse arrays live only in private modules old SciPy lacks: refused, not written.
+    with pytest.raises(pickle.PicklingError, match="scipy.sparse._csc"):
+        LegacyNamesPickler(io.BytesIO(), protocol=4).dump(scipy.sparse.csc_array(np.eye(2)))
 
 
 def test_save_rejects_what_flame_files_cannot_hold(tmp_path):

@@ -35,7 +35,6 @@ and which make ``save_flame`` -> ``load_flame`` an exact round trip.
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Optional, Sequence, Union
 
@@ -55,6 +54,7 @@ from flamejax.io.landmark_files import (
 )
 from flamejax.io.masks import check_masks, load_masks
 from flamejax.io.npy import read_npz
+from flamejax.io.pickle_writer import dump_legacy
 from flamejax.io.safe_pickle import CscMatrixState, CsrMatrixState, load_pickle
 from flamejax.landmarks import LandmarkEmbedding
 
@@ -65,7 +65,7 @@ N_SHAPE_KEY = "flamejax_n_shape"
 N_EXPR_KEY = "flamejax_n_expr"
 # SMPL-family files store the root's "no parent" as uint32 -1 in an integer table.
 ROOT_PARENT = 2**32 - 1
-PICKLE_PROTOCOL = 4  # Python 3.4+; compact for large arrays (protocol 2 would inflate bytes)
+PICKLE_PROTOCOL = 4  # Python 3.4+; see save_flame
 PICKLE_SUFFIXES = (".pkl", ".pickle")
 
 LandmarksArg = Union[PathLike, Sequence[PathLike], LandmarkEmbedding, None]
@@ -315,6 +315,15 @@ def save_flame(model: FlameModel, path: PathLike) -> None:
     Both load with ``smplx.FLAME`` and with :func:`load_flame`; the round trip is exact
     (float32 models are stored as float64). Landmarks and masks are separate files: see
     :func:`save_deca_embedding` / :func:`save_ringnet_embedding` and :func:`save_masks`.
+
+    The ``.pkl`` names NumPy and SciPy as old versions do (``numpy.core.multiarray``, as
+    FLAME 2020's own file, and the public ``scipy.sparse.csc_matrix``; see
+    :class:`~flamejax.io.pickle_writer.LegacyNamesPickler`), so it also loads where FLAME
+    trackers pin NumPy < 1.26 or SciPy < 1.8, which cannot import NumPy 2's ``numpy._core``.
+    It is pickle protocol 4 (Python 3.4+), not 2: protocol 2 would only help Python 2 readers,
+    and the FLAME consumers that matter (smplx, DECA, EMOCA, ...) are Python 3, while Python 3
+    writes ``bytes`` at protocol 2 as ``_codecs.encode`` of text, which inflates array data
+    (every byte >= 0x80 takes two).
     """
     suffix = Path(path).suffix.lower()
     if suffix not in PICKLE_SUFFIXES + (".npz",):
@@ -328,4 +337,4 @@ def save_flame(model: FlameModel, path: PathLike) -> None:
             import scipy.sparse  # only needed to write FLAME's own J_regressor type
 
             data["J_regressor"] = scipy.sparse.csc_matrix(data["J_regressor"])
-            pickle.dump(data, fh, protocol=PICKLE_PROTOCOL)
+            dump_legacy(data, fh, protocol=PICKLE_PROTOCOL)
