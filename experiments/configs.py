@@ -487,19 +487,24 @@ class AvatarsConfig:
 class RetargetConfig(TrackConfig):
     """conf/retarget.yaml: track ``take`` as conf/track.yaml (default rig: calibrated), then drive
     the ``retarget`` group's avatars with the solved controls through the generic rig;
-    write_obj: also write OBJ meshes, of at most max_obj_frames frames per avatar."""
+    write_obj: also write per-frame mesh files (mesh_format: "obj" or "ply"), of at most
+    max_obj_frames frames per avatar."""
 
     STAGE = "retarget"
+    MESH_FORMATS = ("obj", "ply")   # flamejax.io.meshes.FORMATS
 
     task_name: str = "retarget"
     retarget: AvatarsConfig = AvatarsConfig()
     write_obj: bool = False
     max_obj_frames: int = 10
+    mesh_format: str = "obj"
 
     def __post_init__(self):
         super().__post_init__()
         if self.max_obj_frames < 1:
             raise ConfigError(f"max_obj_frames must be >= 1, got {self.max_obj_frames}")
+        if self.mesh_format not in self.MESH_FORMATS:
+            raise ConfigError(f"mesh_format must be one of {self.MESH_FORMATS}, got {self.mesh_format!r}")
 
     @classmethod
     def _own(cls, d: dict) -> dict:

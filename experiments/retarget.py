@@ -2,6 +2,7 @@
 
     python -m experiments.retarget                                 # pangram, calibrated rig, 2 random avatars
     python -m experiments.retarget retarget.n_avatars=4 retarget.seed=3 write_obj=true max_obj_frames=30
+    python -m experiments.retarget write_obj=true mesh_format=ply          # PLY files instead of OBJ
     python -m experiments.retarget rig=generic take=rom1 performers=[performer01] max_frames=90
 
 Per selected performer: track ``take`` as experiments.track does (``rig``, default the performer's
@@ -12,11 +13,14 @@ pose): the controls carry the performance, the avatar's identity and the generic
 geometry. Writes into the job folder, each file atomically, ``run.json`` last:
 
 - ``avatars.npz``: ``shapes`` (A, S) the avatars' FLAME identities (the same for every performer);
-- ``<performer>/controls.csv``, ``<performer>/controls.npz``: the solved controls, as experiments.track;
-- ``<performer>/avatarNN/meshes.npz``: ``vertices`` (T, V, 3) float32 metres, ``faces`` (F, 3)
-  int32, ``frames`` (T,) the take's frame indices, ``shape`` (S,) the avatar's identity;
-- with ``write_obj``: ``<performer>/avatarNN/obj/frame_XXXXX.obj`` (trimesh) for the first
-  ``max_obj_frames`` frames (XXXXX: the frame's index in the take);
+- ``<performer>/controls.csv``, ``<performer>/controls.npz`` (and ``live_link.csv`` for the ARKit
+  control set): the solved controls, as experiments.track;
+- ``<performer>/avatarNN/meshes.npz``: ``vertices`` (T, V, 3) float32 metres (NaN on invalid
+  frames), ``faces`` (F, 3) int32, ``frames`` (T,) the tracker's frame ids (the take's frame
+  indices on the synthetic world), ``valid`` (T,) bool, ``shape`` (S,) the avatar's identity;
+- with ``write_obj``: ``<performer>/avatarNN/<mesh_format>/frame_XXXXX.<mesh_format>`` (``obj`` or
+  ``ply``, :func:`flamejax.io.write_mesh_sequence`: vertex order kept, written atomically) for the
+  first ``max_obj_frames`` valid frames (XXXXX: the frame id);
 - ``retarget.csv``: one row per performer (the tracking's numbers, as track.csv);
 - ``config.yaml``, ``run.json``.
 """
@@ -35,22 +39,10 @@ from experiments.figures import random_avatars
 from experiments.jobs import write_atomic
 from experiments.loggers import Logger
 from experiments.track import track_performers, write_controls
-from experiments.stages import finish_job, load_world, run_stage, save_atomic, save_npz
+from experiments.stages import finish_job, load_world, run_stage, save_npz
 from flamejax.evaluate import to_csv
+from flamejax.io.meshes import write_mesh_sequence
 from flamejax.retarget import retarget
-
-
-def write_obj(folder: Path, vertices: np.ndarray, faces: np.ndarray, frames: np.ndarray) -> dict:
-    """One OBJ per frame, ``folder/frame_XXXXX.obj`` -> {relative name: path}."""
-    import trimesh   # only when OBJ files are asked for
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for v, f in zip(vertices, frames):
-        path = folder / f"frame_{int(f):05d}.obj"
-        save_atomic(path, lambda tmp, v=v: trimesh.Trimesh(v, faces, process=False).export(tmp))
-        paths[path.name] = path
-    return paths
 
 
 def run(cfg: RetargetConfig, out_dir: Path, text: str, progress: Callable[[str], None], logger: Logger) -> dict:
@@ -66,18 +58,22 @@ def run(cfg: RetargetConfig, out_dir: Path, text: str, progress: Callable[[str],
     paths, rows = {"avatars.npz": out_dir / "avatars.npz"}, []
     for performer, tracked, row in tracked_all:
         folder = out_dir / performer
-        for name, path in write_controls(folder, world.control_set.names, tracked).items():
+        for name, path in write_controls(folder, world.control_set, tracked).items():
             paths[f"{performer}/{name}"] = path
+        shown = np.flatnonzero(tracked.valid)[:cfg.max_obj_frames]   # mesh files: the first valid frames
         for i, shape in enumerate(avatars):
             avatar = folder / f"avatar{i:02d}"
             avatar.mkdir(parents=True, exist_ok=True)
-            vertices = np.asarray(retarget(model, rig, tracked.controls, shape=shape), np.float32)
-            save_npz(avatar / "meshes.npz", vertices=vertices, faces=faces, frames=tracked.frames, shape=shape)
+            vertices = np.array(retarget(model, rig, tracked.controls, shape=shape), np.float32)   # a writable copy
+            vertices[~tracked.valid] = np.nan   # a lost frame's mesh must not look like a real one
+            save_npz(avatar / "meshes.npz", vertices=vertices, faces=faces, frames=tracked.frames,
+                     valid=tracked.valid, shape=shape)
             paths[f"{performer}/{avatar.name}/meshes.npz"] = avatar / "meshes.npz"
             if cfg.write_obj:
-                n = cfg.max_obj_frames
-                for name, path in write_obj(avatar / "obj", vertices[:n], faces, tracked.frames[:n]).items():
-                    paths[f"{performer}/{avatar.name}/obj/{name}"] = path
+                fmt = cfg.mesh_format
+                for path in write_mesh_sequence(avatar / fmt, vertices[shown], faces, frame_ids=tracked.frames[shown],
+                                                format=fmt):
+                    paths[f"{performer}/{avatar.name}/{fmt}/{path.name}"] = path
         progress(f"  {performer}: {len(tracked.frames)} frames retargeted onto {len(avatars)} avatars")
         rows.append(row)
     write_atomic(out_dir / "retarget.csv", to_csv(rows))
