@@ -12,6 +12,7 @@ from flamejax.calibrate import CalibrationConfig
 from flamejax.finetune import FinetuneConfig, FinetuneStage
 from flamejax.synthetic.world import TAKES, WorldConfig
 from flamejax.track import InversionConfig, InversionWeights
+from flamejax.user_data import UserDataConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +114,37 @@ class SyntheticDataConfig:
         except (TypeError, ValueError) as e:  # the nested signature / sequences / trackers blocks
             raise ConfigError(f"data: {e}") from e
         return cls(world, cache_dir)
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderDataConfig:
+    """conf/data/folder.yaml: a user's data folder (:class:`flamejax.user_data.UserDataConfig`,
+    kept as ``world`` so that every stage reads ``cfg.data.world.key()`` alike); nothing is cached."""
+
+    world: UserDataConfig
+    cache_dir: Optional[str] = None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "FolderDataConfig":
+        d = dict(d)
+        d.pop("kind")
+        return cls(_build(UserDataConfig, d, "data"))
+
+
+def data_from_dict(d: Mapping[str, Any]):
+    """conf/data/*.yaml -> SyntheticDataConfig (kind synthetic) or FolderDataConfig (kind folder)."""
+    kind = d.get("kind", "synthetic")
+    if kind == "folder":
+        return FolderDataConfig.from_dict(d)
+    if kind != "synthetic":
+        raise ConfigError(f"data.kind must be 'synthetic' (the embedded world) or 'folder' (data=folder "
+                          f"data.root=...), got {kind!r}")
+    return SyntheticDataConfig.from_dict(d)
+
+
+def user_data(cfg) -> bool:
+    """Whether a typed config's data is a user's folder (no truth: no truth-based metrics)."""
+    return isinstance(cfg.data, FolderDataConfig)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,6 +277,25 @@ class FiguresConfig:
             raise ConfigError(f"figures.cell must be >= 32 pixels, got {self.cell}")
 
 
+def _model_follows_data(cfg) -> None:
+    """The model and controls groups agree with the data: on the synthetic world they must be its
+    own head and control set (the world makes them; the YAML interpolates them from ``data``); a
+    user's folder is read for the model the user gives (model=flame2020 model.path=...)."""
+    data, model = cfg.data.world, cfg.model
+    if cfg.controls != data.control_set:
+        raise ConfigError(f"controls={cfg.controls!r} differs from data.control_set={data.control_set!r}")
+    if user_data(cfg):
+        return
+    if model.kind != "synthetic":
+        raise ConfigError(f"model={model.kind} needs user data (data=folder data.root=...); data=synthetic "
+                          f"makes its own model (model=synthetic)")
+    for field in ("seed", "size"):
+        if getattr(model, field) != getattr(data, field):
+            raise ConfigError(f"model.{field}={getattr(model, field)!r} differs from the world's "
+                              f"data.{field}={getattr(data, field)!r}: the synthetic world makes its own "
+                              f"model, set data.{field} instead")
+
+
 @dataclasses.dataclass(frozen=True)
 class Table1Config:
     """conf/table1.yaml: the Table 1 reproduction on the synthetic world. ``model`` and ``controls``
@@ -267,17 +318,10 @@ class Table1Config:
     optimized_metric: Optional[str] = None
 
     def __post_init__(self):
-        world, model = self.data.world, self.model
-        if model.kind != "synthetic":
-            raise ConfigError(f"model={model.kind} needs user data; data=synthetic makes its own model (model=synthetic)")
-        for field in ("seed", "size"):
-            if getattr(model, field) != getattr(world, field):
-                raise ConfigError(f"model.{field}={getattr(model, field)!r} differs from the world's "
-                                  f"data.{field}={getattr(world, field)!r}: the synthetic world makes its own "
-                                  f"model, set data.{field} instead")
-        if self.controls != world.control_set:
-            raise ConfigError(f"controls={self.controls!r} differs from the world's data.control_set="
-                              f"{world.control_set!r}")
+        if user_data(self):
+            raise ConfigError("data=folder: Table 1's truth-based evaluation needs the synthetic world; run the "
+                              "stages on a user's data (experiments.calibrate, track, finetune, retarget)")
+        _model_follows_data(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Table1Config":
@@ -287,7 +331,7 @@ class Table1Config:
         if missing:
             raise ConfigError(f"table1 config lacks {missing[0]!r}")
         return cls(
-            data=SyntheticDataConfig.from_dict(d["data"]),
+            data=data_from_dict(d["data"]),
             model=_build(ModelConfig, d["model"], "model"),
             controls=_known(d["controls"], ["name"], "controls")["name"],
             calibration=_build(CalibrationConfig, d["calibration"], "calibration"),
@@ -339,7 +383,7 @@ class StageConfig:
 
     STAGE = "stage"
 
-    data: SyntheticDataConfig
+    data: Any   # SyntheticDataConfig | FolderDataConfig
     model: ModelConfig
     controls: str
     calibration: CalibrationConfig
@@ -350,8 +394,7 @@ class StageConfig:
     compilation_cache: Optional[str] = None
 
     def __post_init__(self):
-        # model and controls must follow the synthetic world: Table 1's rule, on the same fields
-        Table1Config.__post_init__(self)
+        _model_follows_data(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]):
@@ -368,7 +411,7 @@ class StageConfig:
         if missing:
             raise ConfigError(f"{cls.STAGE} config lacks {missing[0]!r}")
         common = dict(
-            data=SyntheticDataConfig.from_dict(d.pop("data")),
+            data=data_from_dict(d.pop("data")),
             model=_build(ModelConfig, d.pop("model"), "model"),
             controls=_known(d.pop("controls"), ["name"], "controls")["name"],
             calibration=_build(CalibrationConfig, d.pop("calibration"), "calibration"),
@@ -393,7 +436,17 @@ class StageConfig:
             raise ConfigError(f"performers: unknown {unknown}; the world has {list(world.performers)}")
         tracked_by = getattr(self, "tracked_by", None)
         if tracked_by is not None and tracked_by not in world.tracked:
-            raise ConfigError(f"tracked_by={tracked_by!r} is not one of the world's trackers {list(world.tracked)}")
+            raise ConfigError(f"tracked_by={tracked_by!r} is not one of the data's trackers {list(world.tracked)}")
+        take = getattr(self, "take", None)
+        lacking = [p for p in self.selected(world) if take is not None and take not in world.sequences[p]]
+        if lacking:
+            raise ConfigError(f"take={take!r}: performer {lacking[0]} has no such take; it has "
+                              f"{list(world.sequences[lacking[0]])}")
+
+    def tracker_of(self, world) -> str:
+        """The tracker whose outputs are the data: ``tracked_by``, or (null) the data's first
+        (OS1 on the synthetic world; on a user's folder, the tracker that wrote it)."""
+        return getattr(self, "tracked_by", None) or next(iter(world.tracked))
 
     def selected(self, world) -> list[str]:
         """The selected performers' names (all of the world's when ``performers`` is null)."""
@@ -403,13 +456,13 @@ class StageConfig:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class CalibrateConfig(StageConfig):
     """conf/calibrate.yaml: calibrate ``performers`` (None: all) on their Simon-Says take as
-    ``tracked_by`` saw it; calibration_frames: "mean" (each hold's mean) or "all" (every hold frame)."""
+    ``tracked_by`` saw it (None: the data's first tracker); calibration_frames: "mean" (each hold's mean) or "all" (every hold frame)."""
 
     STAGE = "calibrate"
 
     task_name: str = "calibrate"
     performers: Optional[tuple[str, ...]] = None
-    tracked_by: str = "OS1"
+    tracked_by: Optional[str] = None
     calibration_frames: str = "mean"
 
     def __post_init__(self):
@@ -440,7 +493,7 @@ class TrackConfig(CalibrateConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.take not in TAKES:
+        if self.take not in TAKES and not user_data(self):   # a user's takes are checked against the data
             raise ConfigError(f"take must be one of {TAKES}, got {self.take!r}")
         if self.rig not in RIGS:
             raise ConfigError(f"rig must be one of {RIGS}, got {self.rig!r}")
@@ -523,6 +576,12 @@ class EvaluateConfig(StageConfig):
 
     task_name: str = "evaluate"
     evaluation: EvaluationConfig = EvaluationConfig()
+
+    def __post_init__(self):
+        super().__post_init__()
+        if user_data(self):
+            raise ConfigError("data=folder: the evaluation's truth-based metrics need the synthetic world; "
+                              "experiments.track reports sparsity, tweakers and residuals on a user's data")
 
     @classmethod
     def _own(cls, d: dict) -> dict:

@@ -57,12 +57,12 @@ def run(cfg: FinetuneRigConfig, out_dir: Path, text: str, progress: Callable[[st
         seconds = time.perf_counter() - start
         calibrated, tuned = built["calibrated"], built["finetuned"]
         info = tuned.info
-        report = {"performer": performer, "tracked_by": cfg.tracked_by, "stages": stages,
+        report = {"performer": performer, "tracked_by": ctx.tracker, "stages": stages,
                   "stage_values": info["stage_values"], "iterations": info["iterations"],
                   "accepted": info["accepted"],
                   "calibration": {k: v for k, v in calibrated.info.items() if k != "history"}, "seconds": seconds}
         results[performer] = (calibrated, tuned, report)
-        rows.append({"performer": performer, "tracked_by": cfg.tracked_by, "loss_before": info["stage_values"][0],
+        rows.append({"performer": performer, "tracked_by": ctx.tracker, "loss_before": info["stage_values"][0],
                      "loss_after": info["stage_values"][-1], "iterations": info["iterations"], "seconds": seconds})
     check_finite(rows)   # nothing is written for a diverged fine-tuning
     paths = {}

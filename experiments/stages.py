@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from experiments.configs import ConfigError, StageConfig
+from experiments.configs import ConfigError, StageConfig, user_data
 from experiments.jobs import finished, read_status, write_atomic, write_done, write_failed
 from experiments.loggers import Logger, make_logger
 from experiments.table1 import logged_builder, resolved_text, use_compilation_cache
@@ -27,6 +27,7 @@ from flamejax.evaluate import (TRAINING_TAKE, Variant, VariantContext, baseline_
                                calibration_samples, finetuned_variant)
 from flamejax.semantic.rig import SemanticRig
 from flamejax.synthetic.world import World, load_or_make_world, tracked_geometry
+from flamejax.user_data import read_user_data
 
 # a stage's run: (typed config, job folder, config.yaml text, progress, logger) -> {name: path written}
 StageRun = Callable[[StageConfig, Path, str, Callable[[str], None], Logger], dict]
@@ -56,27 +57,35 @@ def rig_arrays(rig: SemanticRig) -> dict:
 
 
 def load_world(cfg: StageConfig, progress: Callable[[str], None]) -> tuple[World, float]:
-    """The world of ``cfg.data`` (read from / cached in ``data.cache_dir``), checked against the
-    config (a performer or tracker it lacks is a ConfigError) -> (world, seconds). The one place
-    that knows the data is the synthetic world: a user's data folder would be loaded here."""
+    """The data of ``cfg.data`` -> (world, seconds): the synthetic world (read from / cached in
+    ``data.cache_dir``), or a user's folder read for the model group's FLAME model
+    (:func:`flamejax.user_data.read_user_data`); checked against the config (a performer, tracker
+    or take it lacks is a ConfigError)."""
     start = time.perf_counter()
-    world = load_or_make_world(cfg.data.world, cfg.data.cache_dir)
+    if user_data(cfg):
+        world = read_user_data(cfg.data.world, cfg.model.build())
+        what = (f"data folder {cfg.data.world.root} ({world.generic.model.n_vertices} vertices, tracker "
+                f"{next(iter(world.tracked))}, {len(world.performers)} performers)")
+    else:
+        world = load_or_make_world(cfg.data.world, cfg.data.cache_dir)
+        what = (f"world {cfg.data.world.key()} ({cfg.data.world.size}, {world.generic.model.n_vertices} vertices, "
+                f"{len(world.performers)} performers)")
     cfg.check_world(world)
     seconds = time.perf_counter() - start
-    progress(f"world {cfg.data.world.key()} ({cfg.data.world.size}, {world.generic.model.n_vertices} vertices, "
-             f"{len(world.performers)} performers) in {seconds:.1f} s on {jax.devices()[0]}")
+    progress(f"{what} in {seconds:.1f} s on {jax.devices()[0]}")
     return world, seconds
 
 
 def performer_context(world: World, performer: str, cfg: StageConfig) -> VariantContext:
-    """What :mod:`flamejax.evaluate`'s variant builders see for (performer, ``cfg.tracked_by``):
-    the Simon-Says take as that tracker saw it, its calibration samples, the combinations and
-    the stage's settings; no variants built yet."""
+    """What :mod:`flamejax.evaluate`'s variant builders see for (performer, the config's tracker,
+    :meth:`~experiments.configs.StageConfig.tracker_of`): the Simon-Says take as that tracker saw
+    it, its calibration samples, the combinations and the stage's settings; no variants built yet."""
     model, cs = world.generic.model, world.control_set
-    seq, geometry, data = calibration_samples(world, performer, cfg.tracked_by, cfg.calibration_frames)
+    tracker = cfg.tracker_of(world)
+    seq, geometry, data = calibration_samples(world, performer, tracker, cfg.calibration_frames)
     beta = jnp.asarray(world.performers[performer].beta, model.dtype)
     combinations = jnp.asarray(cs.simon_says.combination_targets, model.dtype)
-    return VariantContext(world, performer, cfg.tracked_by, beta, seq, geometry, data, combinations,
+    return VariantContext(world, performer, tracker, beta, seq, geometry, data, combinations,
                           cfg.calibration, cfg.tracker.weights, cfg.tracker.inversion,
                           np.asarray(cs.tweaker_mask, bool), {})
 
@@ -114,6 +123,9 @@ def run_stage(name: str, dcfg: DictConfig, config_cls: type, run: StageRun) -> N
         text = resolved_text(dcfg)
         config = yaml.safe_load(text)
         cfg = config_cls.from_dict(config)
+        if user_data(cfg):   # a user's files may change under the same config: a finished job is
+            # only current for the files it read
+            text += f"# data files: {cfg.data.world.key()}\n"
         if finished(out_dir, text):
             print(f"{name}: {out_dir} already holds this job's results (status done); skipped")
             return

@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax.numpy as jnp
 import numpy as np
@@ -78,7 +79,8 @@ def test_defaults_are_the_library_defaults(stage):
 
 def test_stage_keys_defaults():
     cal = typed("calibrate")
-    assert (cal.performers, cal.tracked_by, cal.calibration_frames) == (None, "OS1", "mean")
+    assert (cal.performers, cal.tracked_by, cal.calibration_frames) == (None, None, "mean")
+    assert cal.tracker_of(SimpleNamespace(tracked={"OS1": {}, "OS2": {}})) == "OS1"   # null: the data's first
     assert (cal.flame_formats, cal.report) == (("pkl", "npz"), True)
     assert typed("calibrate", ["flame_formats=[npz]", "report=false"]).flame_formats == ("npz",)
     tr = typed("track")

@@ -87,14 +87,25 @@ class WorldConfig:
 
 class World(NamedTuple):
     """config; control_set; generic (model, target rig, fitted B, fit residuals); performers;
-    sequences[performer][take] -> Sequence; tracked[tracker][performer][take] -> TrackedSequence."""
+    sequences[performer][take] -> Sequence; tracked[tracker][performer][take] -> TrackedSequence.
 
-    config: WorldConfig
+    A user's data folder is read into the same container (:mod:`flamejax.user_data`), with what
+    only real data has: masks, the Simon-Says region masks of the face-calibration folder (None:
+    derived from the synthetic target rig, :func:`simon_says_masks`); frame_ids[performer][take]
+    (T,) the tracker's frame numbers and valid[performer][take] (T,) bool its usable frames (None:
+    ``arange(T)`` and all valid, :func:`take_frame_ids` / :func:`take_valid`). On such a world the
+    truth is unknown: ``generic.target`` is None and the sequences' controls are NaN outside the
+    Simon-Says holds."""
+
+    config: Any
     control_set: ControlSet
     generic: GenericSemanticModel
     performers: dict[str, Performer]
     sequences: dict[str, dict[str, Sequence]]
     tracked: dict[str, dict[str, dict[str, TrackedSequence]]]
+    masks: Optional[tuple] = None
+    frame_ids: Optional[dict] = None
+    valid: Optional[dict] = None
 
 
 def _rngs(cfg: WorldConfig, n: int) -> list[np.random.Generator]:
@@ -130,10 +141,28 @@ def tracked_geometry(world: World, tracker: str, performer: str, take: str) -> n
     return np.asarray(tracked_vertices(world.generic.model, canonical_pose(world.tracked[tracker][performer][take])))
 
 
+def take_frame_ids(world: World, performer: str, take: str) -> np.ndarray:
+    """(T,) int64: the tracker's frame number of each frame of the take (its index on the
+    synthetic world)."""
+    if world.frame_ids is not None:
+        return np.asarray(world.frame_ids[performer][take], np.int64)
+    return np.arange(len(world.sequences[performer][take].hold), dtype=np.int64)
+
+
+def take_valid(world: World, performer: str, take: str) -> np.ndarray:
+    """(T,) bool: the frames the tracker did not lose (all of them on the synthetic world)."""
+    if world.valid is not None:
+        return np.asarray(world.valid[performer][take], bool)
+    return np.ones(len(world.sequences[performer][take].hold), bool)
+
+
 def simon_says_masks(world: World, threshold: float = 5e-4) -> list[np.ndarray]:
     """Per Simon-Says expression, the vertex ids (int32) the generic target rig moves by more than
     ``threshold`` metres at that expression's controls (all vertices for an expression that moves
-    nothing): face-calibration's ``masks/<i>.npy`` for the synthetic world."""
+    nothing): face-calibration's ``masks/<i>.npy`` for the synthetic world. A user's world
+    carries the masks of its face-calibration folder, returned as they are."""
+    if world.masks is not None:
+        return list(world.masks)
     model, target = world.generic.model, world.generic.target
     controls = np.concatenate([np.zeros((1, len(target.names))), world.control_set.simon_says.targets])
     neutral, *expressions = target_rig_vertices(model, target, controls)
