@@ -316,6 +316,7 @@ class Table1Config:
     task_name: str = "table1"
     compilation_cache: Optional[str] = None
     optimized_metric: Optional[str] = None
+    ablation_name: str = "full"
 
     def __post_init__(self):
         if user_data(self):
@@ -343,6 +344,7 @@ class Table1Config:
             task_name=d.get("task_name", "table1"),
             compilation_cache=d.get("compilation_cache"),
             optimized_metric=d.get("optimized_metric"),
+            ablation_name=str(d.get("ablation_name", "full")),
         )
 
     def check_world(self, world) -> None:
