@@ -41,7 +41,7 @@ FLAMEJAX_KEYS = {"flamejax_n_shape", "flamejax_n_expr"}
 ALLOWED_GLOBALS = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
                    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
                    ("numpy._core.multiarray", "scalar"), ("scipy.sparse._csc", "csc_matrix"),
-                   ("scipy.sparse.csc", "csc_matrix"), ("_codecs", "encode")}
+                   ("scipy.sparse.csc", "csc_matrix"), ("scipy.sparse", "csc_matrix"), ("_codecs", "encode")}
 
 
 class AllowListUnpickler(pickle.Unpickler):

@@ -11,7 +11,10 @@
   (:mod:`flamejax.io.face_calibration`);
 - :func:`read_tracked` / :func:`to_flame_params`: face trackers' outputs (metrical-tracker,
   Pixel3DMM, VHAP, SMIRK, DECA/EMOCA, our own ``.npz``) as one :class:`TrackedSequence`
-  (:mod:`flamejax.io.trackers`).
+  (:mod:`flamejax.io.trackers`);
+- :func:`read_labels` / :func:`write_labels`: Simon-Says hold labels (:mod:`flamejax.io.labels`);
+- controls CSV / npz and Live Link Face CSV (:mod:`flamejax.io.animation`); OBJ / PLY mesh
+  sequences (:mod:`flamejax.io.meshes`).
 
 Pickles are read with an allow-list unpickler (:mod:`flamejax.io.safe_pickle`) that cannot
 run code from the file; torch tensors inside them are decoded without torch
@@ -50,6 +53,7 @@ from flamejax.io.landmark_files import (
     save_ringnet_embedding,
     with_mediapipe,
 )
+from flamejax.io.labels import mask_invalid, read_labels, write_labels
 from flamejax.io.masks import load_masks, save_masks
 from flamejax.io.meshes import read_mesh, write_mesh_sequence
 from flamejax.io.npy import read_npy, read_npy_object, read_npz
@@ -78,6 +82,7 @@ __all__ = [
     "load_flame",
     "load_landmark_embedding",
     "load_masks",
+    "mask_invalid",
     "load_mediapipe_embedding",
     "load_pickle",
     "load_torch_file",
@@ -85,6 +90,7 @@ __all__ = [
     "read_controls_csv",
     "read_controls_npz",
     "read_face_calibration",
+    "read_labels",
     "read_flame_arrays",
     "read_live_link_csv",
     "read_mesh",
@@ -103,6 +109,7 @@ __all__ = [
     "write_controls_csv",
     "write_controls_npz",
     "write_face_calibration",
+    "write_labels",
     "write_live_link_csv",
     "write_mesh_sequence",
 ]

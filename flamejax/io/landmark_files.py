@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, Union
 
@@ -33,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flamejax.io import checks
+from flamejax.io.pickle_writer import dump_legacy
 from flamejax.io.errors import FlameFileError, PathLike
 from flamejax.io.npy import read_npy_object, read_npz, write_npy_object
 from flamejax.io.safe_pickle import load_pickle
@@ -280,8 +280,7 @@ def save_ringnet_embedding(embedding: LandmarkEmbedding, static_path: PathLike,
     """Write ``embedding`` as RingNet's static ``.pkl`` and dynamic ``.npy`` pair."""
     static_faces, static_bary, dynamic_faces, dynamic_bary = _numpy_parts(embedding)
     with open(static_path, "wb") as fh:
-        pickle.dump({"lmk_face_idx": static_faces, "lmk_b_coords": static_bary}, fh,
-                    protocol=PICKLE_PROTOCOL)
+        dump_legacy({"lmk_face_idx": static_faces, "lmk_b_coords": static_bary}, fh, PICKLE_PROTOCOL)
     write_npy_object(dynamic_path, {"lmk_face_idx": dynamic_faces,
                                     "lmk_b_coords": dynamic_bary.astype(np.float64)})
 

@@ -7,13 +7,13 @@ uses these regions to weight per-expression errors.
 
 from __future__ import annotations
 
-import pickle
 from typing import Mapping, Optional
 
 import jax.numpy as jnp
 import numpy as np
 
 from flamejax.io import checks
+from flamejax.io.pickle_writer import dump_legacy
 from flamejax.io.errors import FlameFileError, PathLike
 from flamejax.io.safe_pickle import load_pickle
 
@@ -46,4 +46,4 @@ def save_masks(masks: Mapping[str, object], path: PathLike) -> None:
     """Write ``masks`` in the layout of ``FLAME_masks.pkl`` (int64 vertex id arrays)."""
     data = {str(name): np.asarray(ids, np.int64) for name, ids in masks.items()}
     with open(path, "wb") as fh:
-        pickle.dump(data, fh, protocol=PICKLE_PROTOCOL)
+        dump_legacy(data, fh, PICKLE_PROTOCOL)   # NumPy 1.x environments read it too
