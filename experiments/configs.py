@@ -197,7 +197,17 @@ class EvaluationConfig:
     """conf/table1.yaml's ``evaluation``: what :func:`flamejax.evaluate.evaluate_world` evaluates.
     takes: held-out takes (Table 1's rows); training_take: also the Simon-Says take; performers,
     trackers: subsets (None: all); max_frames: at most this many evenly spaced frames per take
-    (None: all); calibration_frames: "mean" (each hold's mean) or "all" (every hold frame)."""
+    (None: all); calibration_frames: "mean" (each hold's mean) or "all" (every hold frame).
+
+    The ablation knobs (evaluate_world's, module doc of :mod:`flamejax.evaluate`):
+    simon_says_exclude: Simon-Says expression names and/or face-region names (brow, eye, nose,
+    cheek, mouth, jaw: an expression is in each region holding at least half of its prompted
+    controls; Neutral in none) left out of the calibration (and fine-tuning) samples, checked
+    against the control set (``controls``) when the config is read; hold_frames: at most this
+    many central frames of each Simon-Says hold in those samples (None: all); landmarks_only:
+    every rig tracks the takes from the 68 landmarks of the tracked geometry instead of the
+    geometry (calibration stays geometric, the metrics are the same). :meth:`evaluate_kwargs`
+    is what the jobs pass to evaluate_world / evaluate_grid."""
 
     takes: tuple[str, ...] = ("rom2", "rom1", "pangram")
     training_take: bool = True
@@ -205,6 +215,9 @@ class EvaluationConfig:
     trackers: Optional[tuple[str, ...]] = None
     max_frames: Optional[int] = None
     calibration_frames: str = "mean"
+    simon_says_exclude: tuple[str, ...] = ()
+    hold_frames: Optional[int] = None
+    landmarks_only: bool = False
 
     def __post_init__(self):
         held_out = [t for t in TAKES if t != "simon_says"]
@@ -215,14 +228,52 @@ class EvaluationConfig:
             raise ConfigError(f"evaluation.max_frames must be >= 1 or null, got {self.max_frames}")
         if self.calibration_frames not in ("mean", "all"):
             raise ConfigError(f"evaluation.calibration_frames must be 'mean' or 'all', got {self.calibration_frames!r}")
+        if not isinstance(self.simon_says_exclude, tuple) or not all(isinstance(n, str) for n in self.simon_says_exclude):
+            raise ConfigError("evaluation.simon_says_exclude must be a list of Simon-Says expression or region "
+                              f"names, got {self.simon_says_exclude!r}")
+        if self.hold_frames is not None and (isinstance(self.hold_frames, bool) or not isinstance(self.hold_frames, int)
+                                             or self.hold_frames < 1):
+            raise ConfigError(f"evaluation.hold_frames must be >= 1 or null, got {self.hold_frames!r}")
+        if not isinstance(self.landmarks_only, bool):
+            raise ConfigError(f"evaluation.landmarks_only must be true or false, got {self.landmarks_only!r}")
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "EvaluationConfig":
+    def from_dict(cls, d: Mapping[str, Any], control_set: Optional[str] = None) -> "EvaluationConfig":
+        """From the YAML block; control_set: the control set's name (or file) to check
+        ``simon_says_exclude``'s names against (None: checked when the evaluation runs)."""
         d = _known(d, _names(cls), "evaluation")
         for k in ("takes", "performers", "trackers"):
             if d.get(k) is not None:
                 d[k] = tuple(d[k])
-        return cls(**d)
+        exclude = d.get("simon_says_exclude")
+        if exclude is None:
+            d["simon_says_exclude"] = ()
+        elif isinstance(exclude, str):
+            d["simon_says_exclude"] = (exclude,)
+        elif isinstance(exclude, (list, tuple)):
+            d["simon_says_exclude"] = tuple(exclude)
+        cfg = cls(**d)
+        if control_set is not None and cfg.simon_says_exclude:
+            from flamejax.evaluate import excluded_expressions
+            from flamejax.semantic.controls import load_control_set
+
+            try:
+                cs = load_control_set(control_set)
+            except ValueError:
+                return cfg   # a bad control set is reported where it is read
+            try:
+                excluded_expressions(cs, cfg.simon_says_exclude)
+            except ValueError as e:
+                raise ConfigError(f"evaluation.{e}") from e
+        return cfg
+
+    def evaluate_kwargs(self) -> dict:
+        """The selection and ablation keywords of :func:`flamejax.evaluate.evaluate_world` (and
+        :func:`flamejax.sweep.evaluate_grid`)."""
+        return dict(takes=self.takes, training_take=self.training_take, trackers=self.trackers,
+                    performers=self.performers, max_frames=self.max_frames,
+                    calibration_frames=self.calibration_frames, simon_says_exclude=self.simon_says_exclude,
+                    hold_frames=self.hold_frames, landmarks_only=self.landmarks_only)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -331,14 +382,15 @@ class Table1Config:
                    if f.default is dataclasses.MISSING and f.name not in d]
         if missing:
             raise ConfigError(f"table1 config lacks {missing[0]!r}")
+        controls = _known(d["controls"], ["name"], "controls")["name"]
         return cls(
             data=data_from_dict(d["data"]),
             model=_build(ModelConfig, d["model"], "model"),
-            controls=_known(d["controls"], ["name"], "controls")["name"],
+            controls=controls,
             calibration=_build(CalibrationConfig, d["calibration"], "calibration"),
             tracker=TrackerConfig.from_dict(d["tracker"]),
             finetune=finetune_from_dict(d["finetune"]),
-            evaluation=EvaluationConfig.from_dict(d["evaluation"]),
+            evaluation=EvaluationConfig.from_dict(d["evaluation"], control_set=controls),
             logger=_build(LoggerConfig, d["logger"], "logger"),
             figures=_build(FiguresConfig, d.get("figures", {}), "figures"),
             task_name=d.get("task_name", "table1"),

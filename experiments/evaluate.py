@@ -45,9 +45,8 @@ def run(cfg: EvaluateConfig, out_dir: Path, text: str, progress: Callable[[str],
     builders = [baseline_variant, calibrated_variant] + ([finetuned_variant(cfg.finetune)] if cfg.finetune else [])
     start = time.perf_counter()
     records = evaluate_world(world, calibration=cfg.calibration, weights=cfg.tracker.weights,
-                             inversion=cfg.tracker.inversion, takes=ev.takes, training_take=ev.training_take,
-                             trackers=ev.trackers, performers=ev.performers, max_frames=ev.max_frames,
-                             calibration_frames=ev.calibration_frames, progress=lambda msg: progress("  " + msg),
+                             inversion=cfg.tracker.inversion, **ev.evaluate_kwargs(),
+                             progress=lambda msg: progress("  " + msg),
                              variants=[logged_builder(b, logger) for b in builders])
     eval_s = time.perf_counter() - start
     check_finite(records)   # nothing is written for NaN results

@@ -121,9 +121,7 @@ def run_sweep(dcfg: DictConfig, out_dir: Path, progress=print, bar: bool = False
                 steps.update(1)
 
             records = evaluate_grid(world, [by_cal[k] for k in cal_keys], [by_w[k] for k in w_keys],
-                                    inversion=first.tracker.inversion, takes=ev.takes,
-                                    training_take=ev.training_take, trackers=ev.trackers, performers=ev.performers,
-                                    max_frames=ev.max_frames, calibration_frames=ev.calibration_frames, progress=step)
+                                    inversion=first.tracker.inversion, **ev.evaluate_kwargs(), progress=step)
         eval_s = time.perf_counter() - start
         progress(f"evaluated {len(cal_keys)} calibration x {len(w_keys)} weight settings in {eval_s:.1f} s")
         for name, (cfg, text) in todo.items():

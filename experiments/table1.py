@@ -102,9 +102,7 @@ def run(cfg: Table1Config, out_dir: Path, resolved_yaml: str, progress=print, lo
             steps.update(1)
 
         records = evaluate_world(world, calibration=cfg.calibration, weights=cfg.tracker.weights,
-                                 inversion=cfg.tracker.inversion, takes=ev.takes, training_take=ev.training_take,
-                                 trackers=ev.trackers, performers=ev.performers, max_frames=ev.max_frames,
-                                 calibration_frames=ev.calibration_frames, progress=step,
+                                 inversion=cfg.tracker.inversion, **ev.evaluate_kwargs(), progress=step,
                                  variants=[logged_builder(b, logger) for b in builders])
     eval_s = time.perf_counter() - start
     seconds = {"world": world_s, "evaluation": eval_s}

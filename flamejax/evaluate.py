@@ -47,12 +47,33 @@ neck, which no control moves, would only dilute the numbers):
 
 Timing fields: ``variant_seconds`` (building the variant, e.g. calibration, compile included on a
 first call), ``track_seconds`` and ``frames_per_second`` (the inversion of the take).
+
+Ablation knobs (keywords of :func:`evaluate_world`, default off; the records gain no field, a
+run's saved config says which were on):
+
+- ``simon_says_exclude``: Simon-Says expressions left out of the calibration samples, by name
+  ("Jaw Open") and/or by face region ("mouth": every expression of the region; an expression
+  belongs to each region holding at least half of its prompted controls, :func:`expression_regions`,
+  so MetaHuman's Cheek Puff is in both cheek and mouth, and Neutral, prompting nothing, in no
+  region: only its name drops it). Unknown names fail with close matches.
+- ``hold_frames``: at most this many frames of each expression's hold, the central ones
+  (:func:`select_holds`): with ``calibration_frames="mean"`` each sample averages fewer frames
+  (more tracker noise), with ``"all"`` there are fewer samples.
+  Both reduce ``VariantContext.data`` (:func:`calibration_samples`), which every builder
+  calibrates or fine-tunes on; the Simon-Says take is still *evaluated* on all its frames and
+  expressions (recognition over every labelled hold frame).
+- ``landmarks_only``: every variant tracks every take from the iBUG-68 landmarks of the tracked
+  geometry (:func:`tracked_landmarks`, the generic model's landmark embedding) through
+  :func:`flamejax.track.inversion_problem`'s ``landmarks_only=True`` mode, instead of from the
+  whole mesh. The rigs are still calibrated (and fine-tuned) on the geometry, and every metric is
+  computed as usual: ``fit_tracked_mm`` etc. are the rig's whole face region at the solved controls.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import difflib
 import io
 import math
 import os
@@ -64,10 +85,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flamejax import landmarks as lmk
 from flamejax.calibrate import CalibrationConfig, SimonSaysData, calibrate_simon_says, simon_says_data
 from flamejax.finetune import FinetuneConfig, FineTuning, finetune_problem
 from flamejax.metrics import control_error, expression_recognition, geometry_error, sparsity, tweaker_mean
 from flamejax.retarget import retarget
+from flamejax.semantic.controls import REGIONS, ControlSet
 from flamejax.semantic.rig import SemanticRig
 from flamejax.synthetic.performers import performer_vertices
 from flamejax.synthetic.world import TAKES, World, simon_says_masks, tracked_geometry
@@ -110,9 +133,10 @@ class VariantContext(NamedTuple):
     """What a variant builder sees, per (performer, tracker).
 
     world; performer, tracker: names; beta (S,) the performer's identity; simon_says: the
-    Sequence of the Simon-Says take (intended controls, hold labels); simon_says_geometry (T, V, 3)
-    that take as the tracker saw it (canonical pose, metres); data: the calibration samples
-    (:func:`flamejax.calibrate.simon_says_data` of that geometry, the world's masks); combinations
+    Sequence of the Simon-Says take (intended controls, all its hold labels); simon_says_geometry
+    (T, V, 3) that take as the tracker saw it (canonical pose, metres); data: the calibration
+    samples (:func:`flamejax.calibrate.simon_says_data` of that geometry, the world's masks, the
+    holds :func:`evaluate_world`'s ``simon_says_exclude`` and ``hold_frames`` keep); combinations
     (C, K); calibration, weights, inversion: the evaluation's settings; tweakers (K,) bool;
     variants: the variants built so far for this (performer, tracker), by name."""
 
@@ -296,12 +320,129 @@ def check_selection(world: World, takes: Sequence[str], training_take: bool, tra
     return list(eval_takes), trackers, performers
 
 
-def calibration_samples(world: World, performer: str, tracker: str, calibration_frames: str = "mean"):
-    """(Simon-Says Sequence, its tracked geometry (T, V, 3), SimonSaysData) of one (performer, tracker)."""
+def expression_regions(control_set: ControlSet) -> tuple[tuple[str, ...], ...]:
+    """Per Simon-Says expression (mask order), the face regions it belongs to: every region that
+    holds at least half of its prompted controls (those its target sets non-zero), counted, in
+    :data:`flamejax.semantic.controls.REGIONS` order. So an expression belongs to one region, or to
+    two when its controls split evenly (MetaHuman's Cheek Puff: 2 cheek + 2 mouth controls, in
+    both), and Neutral, which prompts no control, to none."""
+    targets = control_set.simon_says.targets
+    regions = np.asarray(control_set.regions)
+    out = []
+    for row in targets:
+        prompted = regions[np.flatnonzero(row != 0)]
+        out.append(tuple(r for r in REGIONS if len(prompted) and 2 * np.sum(prompted == r) >= len(prompted)))
+    return tuple(out)
+
+
+def excluded_expressions(control_set: ControlSet, exclude: Sequence[str]) -> np.ndarray:
+    """Sorted int indices of the Simon-Says expressions that ``exclude`` names: each entry is an
+    expression name (``control_set.simon_says.expression_names``, exact) or a region name
+    (:data:`~flamejax.semantic.controls.REGIONS`: every expression of that region, by the rule of
+    :func:`expression_regions`; Neutral belongs to no region, so only its name excludes it).
+    Unknown names, or a region no expression belongs to, raise ValueError naming them (with close
+    matches)."""
+    exclude = () if exclude is None else (exclude,) if isinstance(exclude, str) else tuple(exclude)
+    names = control_set.simon_says.expression_names
+    member = expression_regions(control_set)
+    used = [r for r in REGIONS if any(r in m for m in member)]
+    chosen, unknown, empty = set(), [], []
+    for entry in exclude:
+        if not isinstance(entry, str):
+            raise ValueError(f"simon_says_exclude takes expression or region names (strings), got {entry!r}")
+        if entry in names:
+            chosen.add(names.index(entry))
+        elif entry in REGIONS:
+            if entry not in used:
+                empty.append(entry)
+            chosen.update(i for i, m in enumerate(member) if entry in m)
+        else:
+            unknown.append(entry)
+    if unknown:
+        known = list(names) + used
+        lower = {k.lower(): k for k in known}
+        hints = []
+        for u in unknown:
+            close = [lower[c] for c in difflib.get_close_matches(u.lower(), list(lower), n=3, cutoff=0.5)]
+            close += [k for k in known if u.lower() in k.lower() and k not in close][:max(0, 4 - len(close))]
+            hints.append(f"{u!r}" + (f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""))
+        raise ValueError(f"simon_says_exclude: unknown Simon-Says expression or region {', '.join(hints)}; "
+                         f"the control set {control_set.name!r} has expressions {list(names)} and regions {used}")
+    if empty:
+        raise ValueError(f"simon_says_exclude: no Simon-Says expression of {control_set.name!r} belongs to region(s) "
+                         f"{empty} (an expression belongs to the regions holding at least half of its prompted "
+                         f"controls); regions with expressions: {used}")
+    return np.asarray(sorted(chosen), np.int64)
+
+
+def _check_hold_frames(hold_frames) -> Optional[int]:
+    if hold_frames is None:
+        return None
+    if isinstance(hold_frames, bool) or not isinstance(hold_frames, (int, np.integer)) or hold_frames < 1:
+        raise ValueError(f"hold_frames must be an integer >= 1 or None, got {hold_frames!r}")
+    return int(hold_frames)
+
+
+def select_holds(hold, exclude=(), hold_frames: Optional[int] = None) -> np.ndarray:
+    """Hold labels (T,) with the left-out frames relabelled -1 (off a hold): the expressions
+    ``exclude`` (indices) entirely, and of every other expression's hold frames all but the central
+    ``hold_frames`` (of its n labelled frames in time order, those from (n - hold_frames) // 2 on;
+    None: all; a hold no longer than that is kept whole)."""
+    hold = np.array(hold, copy=True)
+    hold_frames = _check_hold_frames(hold_frames)
+    excluded = set(np.asarray(exclude, np.int64).tolist())
+    for e in np.unique(hold[hold >= 0]):
+        frames = np.flatnonzero(hold == e)
+        if e in excluded:
+            hold[frames] = -1
+        elif hold_frames is not None and len(frames) > hold_frames:
+            start = (len(frames) - hold_frames) // 2
+            keep = frames[start:start + hold_frames]
+            hold[np.setdiff1d(frames, keep)] = -1
+    return hold
+
+
+def calibration_samples(world: World, performer: str, tracker: str, calibration_frames: str = "mean", *,
+                        simon_says_exclude: Sequence[str] = (), hold_frames: Optional[int] = None):
+    """(Simon-Says Sequence, its tracked geometry (T, V, 3), SimonSaysData) of one (performer, tracker).
+
+    simon_says_exclude: expression and/or region names whose hold frames are left out
+    (:func:`excluded_expressions`); hold_frames: keep at most this many central frames of each
+    hold (:func:`select_holds`). The Sequence returned is the take's own (all hold labels): only
+    the samples are reduced."""
     seq = world.sequences[performer][TRAINING_TAKE]
     geometry = tracked_geometry(world, tracker, performer, TRAINING_TAKE)
-    return seq, geometry, simon_says_data(seq.controls, geometry, seq.hold, simon_says_masks(world),
+    hold = select_holds(seq.hold, excluded_expressions(world.control_set, simon_says_exclude), hold_frames)
+    if np.any(seq.hold >= 0) and not np.any(hold >= 0):
+        raise ValueError(f"simon_says_exclude={list(simon_says_exclude)} leaves no Simon-Says expression "
+                         "to calibrate on")
+    return seq, geometry, simon_says_data(seq.controls, geometry, hold, simon_says_masks(world),
                                           frames=calibration_frames)
+
+
+def _check_landmarks(model) -> None:
+    if model.landmarks is None:
+        raise ValueError("landmarks_only=True needs a landmark embedding on the world's generic model "
+                         "(world.generic.model.landmarks is None)")
+
+
+def tracked_landmarks(model, vertices) -> np.ndarray:
+    """(T, 68, 3) metres: the iBUG-68 landmarks of canonical-pose meshes ``vertices`` (T, V, 3)
+    (the model's landmark embedding, frontal contour bin: :func:`flamejax.landmarks.ibug68` at
+    identity rotations), what landmark-only tracking inverts."""
+    _check_landmarks(model)
+    eye = jnp.eye(3, dtype=model.dtype)
+    points = jax.vmap(lambda v: lmk.ibug68(v, model.faces, model.landmarks, eye, eye))
+    return np.asarray(points(jnp.asarray(vertices, model.dtype)))
+
+
+def check_ablation(world: World, simon_says_exclude: Sequence[str] = (), hold_frames: Optional[int] = None,
+                   landmarks_only: bool = False) -> None:
+    """Validate the ablation knobs of :func:`evaluate_world` against the world (ValueError)."""
+    excluded_expressions(world.control_set, simon_says_exclude)
+    _check_hold_frames(hold_frames)
+    if landmarks_only:
+        _check_landmarks(world.generic.model)
 
 
 def evaluate_world(world: World, *, calibration: CalibrationConfig = CalibrationConfig(),
@@ -309,6 +450,8 @@ def evaluate_world(world: World, *, calibration: CalibrationConfig = Calibration
                    takes: Sequence[str] = DEFAULT_TAKES, training_take: bool = True,
                    trackers: Optional[Sequence[str]] = None, performers: Optional[Sequence[str]] = None,
                    max_frames: Optional[int] = None, calibration_frames: str = "mean",
+                   simon_says_exclude: Sequence[str] = (), hold_frames: Optional[int] = None,
+                   landmarks_only: bool = False,
                    avatar_shape=None, progress: Optional[Callable[[str], None]] = None,
                    variants: Sequence[VariantBuilder] = DEFAULT_VARIANTS,
                    extra_variants: Sequence[VariantBuilder] = ()) -> list[dict]:
@@ -317,15 +460,25 @@ def evaluate_world(world: World, *, calibration: CalibrationConfig = Calibration
     takes: the held-out takes (default ROM 1, ROM 2, Pangram); training_take: also evaluate the
     Simon-Says take (``training=True`` in its records); trackers, performers: subsets (default
     all); max_frames: at most this many frames per evaluated take, evenly spaced (quick runs;
-    calibration always uses the whole Simon-Says take); calibration_frames: "mean" or "all"
+    calibration uses the Simon-Says take's hold frames whatever it is); calibration_frames: "mean" or "all"
     (:func:`flamejax.calibrate.simon_says_data`); avatar_shape: identity the controls are
     retargeted onto (default zeros); progress: called with a line of text per step;
     variants + extra_variants: builders ``VariantContext -> Variant``, run in order.
+
+    Ablations of the calibration data and of the tracker's input (module doc, "Ablation knobs"):
+    simon_says_exclude: Simon-Says expression names and/or region names whose hold frames are left
+    out of the calibration samples ``ctx.data`` (so of calibration and fine-tuning alike;
+    :func:`excluded_expressions`); hold_frames: at most this many central frames of each hold in
+    those samples (:func:`select_holds`); landmarks_only: every variant inverts the iBUG-68
+    landmarks of the tracked geometry instead of the geometry (rigs are still built from the
+    geometry; the metrics are unchanged). The Simon-Says take's evaluation (recognition, its
+    geometry errors) always scores every expression and every hold frame.
     """
     say = progress or (lambda _msg: None)
     eval_takes, trackers, performers = check_selection(world, takes, training_take, trackers, performers)
     builders = tuple(variants) + tuple(extra_variants)
     model = world.generic.model
+    check_ablation(world, simon_says_exclude, hold_frames, landmarks_only)   # before any work
     combinations = jnp.asarray(world.control_set.simon_says.combination_targets, model.dtype)
     score = scoring(world, avatar_shape)
     world_key = world.config.key()
@@ -335,9 +488,13 @@ def evaluate_world(world: World, *, calibration: CalibrationConfig = Calibration
         beta = jnp.asarray(world.performers[performer].beta, model.dtype)
         refs = take_references(world, performer, eval_takes, max_frames, score)
         for tracker in trackers:
-            seq, ss_geometry, data = calibration_samples(world, performer, tracker, calibration_frames)
+            seq, ss_geometry, data = calibration_samples(world, performer, tracker, calibration_frames,
+                                                         simon_says_exclude=simon_says_exclude,
+                                                         hold_frames=hold_frames)
             tracked = {t: (ss_geometry if t == TRAINING_TAKE else tracked_geometry(world, tracker, performer, t))
                        [refs[t].frames] for t in eval_takes}
+            # what the tracker inverts: the geometry, or its landmarks (the scores use the geometry)
+            targets = {t: tracked_landmarks(model, v) for t, v in tracked.items()} if landmarks_only else tracked
             built: dict[str, Variant] = {}
             for builder in builders:
                 ctx = VariantContext(world, performer, tracker, beta, seq, ss_geometry, data, combinations,
@@ -352,10 +509,10 @@ def evaluate_world(world: World, *, calibration: CalibrationConfig = Calibration
                 say(f"{performer} {tracker} {variant.name}: built in {variant_seconds:.1f} s"
                     + (f" {shown}" if (shown := {k: v for k, v in variant.info.items() if k != "history"}) else ""))
                 problem = inversion_problem(model, variant.rig, beta, tweakers=score.tweakers,
-                                            exprdirs=variant.exprdirs)
+                                            exprdirs=variant.exprdirs, landmarks_only=landmarks_only)
                 for take in eval_takes:
                     start = time.perf_counter()
-                    solved, _ = track_controls(problem, tracked[take], weights, inversion)
+                    solved, _ = track_controls(problem, targets[take], weights, inversion)
                     solved = np.asarray(jax.block_until_ready(solved))
                     track_seconds = time.perf_counter() - start
                     n = len(solved)

@@ -31,8 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from flamejax.calibrate import CalibrationConfig, calibrate_settings, stack_settings
-from flamejax.evaluate import (DEFAULT_TAKES, TRAINING_TAKE, Variant, calibration_samples, check_selection,
-                               score_controls, scoring, take_references)
+from flamejax.evaluate import (DEFAULT_TAKES, TRAINING_TAKE, Variant, calibration_samples, check_ablation,
+                               check_selection, score_controls, scoring, take_references, tracked_landmarks)
 from flamejax.synthetic.world import World, tracked_geometry
 from flamejax.track import InversionConfig, InversionWeights, inversion_problem, track_grid
 
@@ -49,14 +49,17 @@ def evaluate_grid(world: World, calibrations: Sequence[CalibrationConfig], weigh
                   inversion: InversionConfig = InversionConfig(), takes: Sequence[str] = DEFAULT_TAKES,
                   training_take: bool = True, trackers: Optional[Sequence[str]] = None,
                   performers: Optional[Sequence[str]] = None, max_frames: Optional[int] = None,
-                  calibration_frames: str = "mean", avatar_shape=None,
+                  calibration_frames: str = "mean", simon_says_exclude: Sequence[str] = (),
+                  hold_frames: Optional[int] = None, landmarks_only: bool = False, avatar_shape=None,
                   progress: Optional[Callable[[str], None]] = None) -> list[dict]:
     """Baseline and calibrated variants under every (calibration setting, weight setting) pair
-    -> records (module docstring). Arguments as :func:`flamejax.evaluate.evaluate_world`'s, with
+    -> records (module docstring). Arguments as :func:`flamejax.evaluate.evaluate_world`'s (the
+    ablation knobs simon_says_exclude, hold_frames, landmarks_only included), with
     ``calibrations`` (Gc settings sharing their static fields) and ``weights`` (W settings)."""
     say = progress or (lambda _msg: None)
     eval_takes, trackers, performers = check_selection(world, takes, training_take, trackers, performers)
     model, generic = world.generic.model, world.generic
+    check_ablation(world, simon_says_exclude, hold_frames, landmarks_only)
     cfgs = stack_settings(calibrations)
     w_stack = stack_weights(weights, model.dtype)
     n_cal, n_w = len(calibrations), len(weights)
@@ -69,7 +72,8 @@ def evaluate_grid(world: World, calibrations: Sequence[CalibrationConfig], weigh
         beta = jnp.asarray(world.performers[performer].beta, model.dtype)
         refs = take_references(world, performer, eval_takes, max_frames, score)
         for tracker in trackers:
-            _, ss_geometry, data = calibration_samples(world, performer, tracker, calibration_frames)
+            _, ss_geometry, data = calibration_samples(world, performer, tracker, calibration_frames,
+                                                       simon_says_exclude=simon_says_exclude, hold_frames=hold_frames)
             start = time.perf_counter()
             result, state = calibrate_settings(model, generic.rig, beta, data, combinations, cfgs)
             jax.block_until_ready(result)
@@ -79,13 +83,14 @@ def evaluate_grid(world: World, calibrations: Sequence[CalibrationConfig], weigh
             variants = [Variant("baseline", model.exprdirs, generic.rig)] + [
                 Variant("calibrated", result.exprdirs[i], jax.tree_util.tree_map(lambda x: x[i], result.rig))
                 for i in range(n_cal)]
-            problems = [inversion_problem(model, v.rig, beta, tweakers=score.tweakers, exprdirs=v.exprdirs)
-                        for v in variants]
+            problems = [inversion_problem(model, v.rig, beta, tweakers=score.tweakers, exprdirs=v.exprdirs,
+                                          landmarks_only=landmarks_only) for v in variants]
             for take in eval_takes:
                 tracked = (ss_geometry if take == TRAINING_TAKE
                            else tracked_geometry(world, tracker, performer, take))[refs[take].frames]
                 start = time.perf_counter()
-                solved, _ = track_grid(problems, tracked, w_stack, inversion)
+                solved, _ = track_grid(problems, tracked_landmarks(model, tracked) if landmarks_only else tracked,
+                                       w_stack, inversion)
                 solved = np.asarray(jax.block_until_ready(solved))            # (1 + Gc, W, F, K)
                 track_seconds = (time.perf_counter() - start) / solved.shape[0] / n_w
                 say(f"{performer} {tracker} {take}: {solved.shape[0]} rigs x {n_w} weights x "
