@@ -25,6 +25,7 @@ from hydra import compose, initialize_config_dir
 
 from experiments import ablation_table
 from experiments.ablate import job_overrides
+from experiments.callbacks import CollectSweep
 from experiments.collect import flatten
 from experiments.configs import ConfigError, EvaluationConfig
 from experiments.table1 import resolved
@@ -264,6 +265,12 @@ def test_multirun_layout_is_collected_the_same(ablate_run, tmp_path):
     assert (multi / "ablation_units.csv").read_text() == (out / "ablation_units.csv").read_text()
     md = (multi / "ablation.md").read_text()
     assert "ablation=bogus,data.seed=1" in md and "bogus seed 1: failed" in md
+    # the end-of-multirun callback writes the same table
+    for name in ("ablation.md", "ablation.csv"):
+        (multi / name).unlink()
+    CollectSweep._ablation(multi)
+    assert (multi / "ablation.csv").read_text() == (out / "ablation.csv").read_text()
+    assert (multi / "ablation.md").read_text() == md
 
 
 # ---------------------------------------------------------------- the collector on hand-made jobs
