@@ -20,6 +20,11 @@ reuse the full method's programs; the persistent ``compilation_cache`` serves a 
 weight variants are not vectorised into one program here: ``experiments.sweep`` does that for
 a grid of weights.)
 
+On a user's data (``data=folder data.root=... model=... evaluation.takes=[<take>]``) there is no
+world seed: ``seeds`` is ignored (a note says so when it lists several), each variant runs once
+into ``runs/<variant>/seed0/`` without a ``data.seed`` override, and the table's truth-based
+columns are "–" (undefined without the truth; :mod:`experiments.table1`).
+
 At the end :mod:`experiments.ablation_table` collects the run folder into ``ablation.md`` (printed),
 ``ablation.csv``, ``ablation_units.csv`` and ``ablation.png``. The same table from a Hydra
 multirun: ``python -m experiments.table1 -m finetune=none figures.enabled=false
@@ -56,9 +61,22 @@ REFUSED = {
 }
 
 
-def job_overrides(user: Sequence[str], variant: str, seed: int) -> list[str]:
+def folder_data(user: Sequence[str]) -> bool:
+    """Whether the user's overrides choose a user's data folder (``data=folder``): it has no world
+    seed, so each variant runs once (:data:`FOLDER_SEED`)."""
+    return any(o.key_or_group == "data" and str(o.value()) == "folder"
+               for o in OverridesParser.create().parse_overrides(list(user)))
+
+
+# data=folder: one job per variant, in runs/<variant>/seed0 (the collector places a job without a
+# data.seed by its folder's name; the table's "seed 0" is the data itself)
+FOLDER_SEED = 0
+
+
+def job_overrides(user: Sequence[str], variant: str, seed: Optional[int]) -> list[str]:
     """The compose overrides of one job: the user's (minus :data:`OWN_KEYS`) + the job's own
-    (module doc). Raises ConfigError on an override the driver sets itself (:data:`REFUSED`)."""
+    (module doc; seed None: no ``data.seed``, a user's data folder). Raises ConfigError on an
+    override the driver sets itself (:data:`REFUSED`)."""
     passed, finetune_group = [], False
     for o in OverridesParser.create().parse_overrides(list(user)):
         key = o.key_or_group
@@ -71,7 +89,7 @@ def job_overrides(user: Sequence[str], variant: str, seed: int) -> list[str]:
     finetuned = ablation_table.reported_rig(variant) == "finetuned"
     drop_finetune = not finetuned and not finetune_group   # finetune=none below: its settings are moot
     out = [line for key, line in passed if not (drop_finetune and key.startswith("finetune."))]
-    out += [f"ablation={variant}", f"data.seed={seed}", "figures.enabled=false"]
+    out += [f"ablation={variant}"] + ([] if seed is None else [f"data.seed={seed}"]) + ["figures.enabled=false"]
     if drop_finetune:
         out.append("finetune=none")
     return out
@@ -107,6 +125,11 @@ def run_ablation(variants: Sequence[str], seeds: Sequence[int], user_overrides: 
     consecutive jobs share a world), then the ablation table in ``out_dir`` ->
     {"status": {(variant, seed): status}, "collection": Collection, "paths": {name: path}}."""
     variants, seeds = [str(v) for v in variants], [int(s) for s in seeds]
+    folder = folder_data(user_overrides)
+    if folder:
+        if len(seeds) != 1:
+            progress(f"ablate: data=folder has no world seeds: each variant runs once (seeds={seeds} ignored)")
+        seeds = [FOLDER_SEED]
     if not variants or not seeds:
         raise ConfigError("variants and seeds must be non-empty lists")
     if len(set(variants)) != len(variants) or len(set(seeds)) != len(seeds):
@@ -115,7 +138,7 @@ def run_ablation(variants: Sequence[str], seeds: Sequence[int], user_overrides: 
     unknown = [v for v in variants if v not in known]
     if unknown:   # recorded as failed when their turn comes; said now so that a typo is seen early
         progress(f"ablate: no conf/ablation/ config named {unknown} (known: {sorted(known)}); these jobs will fail")
-    plans = {(v, s): job_overrides(user_overrides, v, s) for s in seeds for v in variants}
+    plans = {(v, s): job_overrides(user_overrides, v, None if folder else s) for s in seeds for v in variants}
     if "full" not in variants:
         progress("ablate: 'full' is not among the variants: the table will show no differences")
     status = {}

@@ -195,7 +195,9 @@ def finetune_from_dict(d: Mapping[str, Any]) -> Optional[FinetuneConfig]:
 @dataclasses.dataclass(frozen=True)
 class EvaluationConfig:
     """conf/table1.yaml's ``evaluation``: what :func:`flamejax.evaluate.evaluate_world` evaluates.
-    takes: held-out takes (Table 1's rows); training_take: also the Simon-Says take; performers,
+    takes: held-out takes (Table 1's rows: the synthetic world's, checked when the config is
+    read; on a user's data its own take names, checked by :meth:`check_world` when the data is
+    loaded); training_take: also the Simon-Says take; performers,
     trackers: subsets (None: all); max_frames: at most this many evenly spaced frames per take
     (None: all); calibration_frames: "mean" (each hold's mean) or "all" (every hold frame).
 
@@ -220,10 +222,12 @@ class EvaluationConfig:
     landmarks_only: bool = False
 
     def __post_init__(self):
-        held_out = [t for t in TAKES if t != "simon_says"]
-        bad = [t for t in self.takes if t not in held_out]
-        if bad or not self.takes:
-            raise ConfigError(f"evaluation.takes must be a non-empty list of {held_out}, got {list(self.takes)}")
+        # the names: here; whether the data has them: check_synthetic_takes (synthetic world, when
+        # the config is read) or the job's check_world (a user's folder, against its takes)
+        if (not self.takes or not all(isinstance(t, str) for t in self.takes) or "simon_says" in self.takes
+                or len(set(self.takes)) != len(self.takes)):
+            raise ConfigError(f"evaluation.takes must be a non-empty list of held-out take names (not simon_says, "
+                              f"the calibration data: use training_take), got {list(self.takes)}")
         if self.max_frames is not None and self.max_frames < 1:
             raise ConfigError(f"evaluation.max_frames must be >= 1 or null, got {self.max_frames}")
         if self.calibration_frames not in ("mean", "all"):
@@ -266,6 +270,22 @@ class EvaluationConfig:
             except ValueError as e:
                 raise ConfigError(f"evaluation.{e}") from e
         return cfg
+
+    def check_synthetic_takes(self) -> None:
+        """The takes are the synthetic world's held-out takes (ConfigError)."""
+        held_out = [t for t in TAKES if t != "simon_says"]
+        if any(t not in held_out for t in self.takes):
+            raise ConfigError(f"evaluation.takes must be a non-empty list of {held_out}, got {list(self.takes)}")
+
+    def check_world(self, world) -> None:
+        """The selection (takes, performers, trackers) exists in the loaded world: a user's folder's
+        takes are its performers' own (:func:`flamejax.evaluate.check_selection`; ConfigError)."""
+        from flamejax.evaluate import check_selection
+
+        try:
+            check_selection(world, self.takes, self.training_take, self.trackers, self.performers)
+        except ValueError as e:
+            raise ConfigError(f"evaluation: {e}") from e
 
     def evaluate_kwargs(self) -> dict:
         """The selection and ablation keywords of :func:`flamejax.evaluate.evaluate_world` (and
@@ -349,9 +369,12 @@ def _model_follows_data(cfg) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Table1Config:
-    """conf/table1.yaml: the Table 1 reproduction on the synthetic world. ``model`` and ``controls``
+    """conf/table1.yaml: the Table 1 reproduction on the synthetic world, or (data=folder) on a
+    user's data, where the truth-based metrics are NaN. ``model`` and ``controls``
     must describe the world's own head and control set (the world makes them; the YAML
-    interpolates them from ``data``); finetune None: no fine-tuned column; compilation_cache:
+    interpolates them from ``data``; a user's folder is read for the model group's FLAME model).
+    ``evaluation.takes`` are checked against the synthetic world's held-out takes when the config
+    is read, against a user's takes when the data is loaded (:meth:`check_world`); finetune None: no fine-tuned column; compilation_cache:
     JAX's persistent compilation cache folder (None: off); optimized_metric: the metrics.json key
     the job returns to a Hydra sweeper (None: nothing returned)."""
 
@@ -370,10 +393,9 @@ class Table1Config:
     ablation_name: str = "full"
 
     def __post_init__(self):
-        if user_data(self):
-            raise ConfigError("data=folder: Table 1's truth-based evaluation needs the synthetic world; run the "
-                              "stages on a user's data (experiments.calibrate, track, finetune, retarget)")
         _model_follows_data(self)
+        if not user_data(self):   # a user's takes are checked against the data (check_world)
+            self.evaluation.check_synthetic_takes()
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Table1Config":
@@ -400,11 +422,15 @@ class Table1Config:
         )
 
     def check_world(self, world) -> None:
-        """The loaded world's model has the component counts the model group says."""
+        """The loaded world's model has the component counts the model group says, and the
+        evaluation's selection (takes, performers, trackers) is the world's."""
         got = (world.generic.model.n_shape, world.generic.model.n_expr)
         want = (self.model.n_shape, self.model.n_expr)
         if any(w is not None and w != g for w, g in zip(want, got)):
             raise ConfigError(f"model n_shape, n_expr = {want} but the synthetic world's model has {got}")
+        evaluation = getattr(self, "evaluation", None)
+        if evaluation is not None:
+            evaluation.check_world(world)
 
 
 # ---------------------------------------------------------------- per-stage entry points
@@ -457,7 +483,9 @@ class StageConfig:
         foreign = [k for k in PRESET_BLOCKS if k in d and k not in names]
         d = _known(d, names + foreign, cls.STAGE)
         if "evaluation" in foreign:
-            EvaluationConfig.from_dict(d.pop("evaluation"))
+            evaluation = EvaluationConfig.from_dict(d.pop("evaluation"))
+            if d.get("data", {}).get("kind", "synthetic") != "folder":
+                evaluation.check_synthetic_takes()
         if "figures" in foreign:
             _build(FiguresConfig, d.pop("figures"), "figures")
         missing = [f.name for f in dataclasses.fields(StageConfig)
@@ -633,9 +661,8 @@ class EvaluateConfig(StageConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if user_data(self):
-            raise ConfigError("data=folder: the evaluation's truth-based metrics need the synthetic world; "
-                              "experiments.track reports sparsity, tweakers and residuals on a user's data")
+        if not user_data(self):   # a user's takes are checked against the data (check_world)
+            self.evaluation.check_synthetic_takes()
 
     @classmethod
     def _own(cls, d: dict) -> dict:

@@ -1,5 +1,5 @@
-"""The method's evaluation on the synthetic world, from conf/evaluate.yaml: Table 1's job without
-the figures.
+"""The method's evaluation on the synthetic world (or a user's data), from conf/evaluate.yaml:
+Table 1's job without the figures.
 
     python -m experiments.evaluate                                 # baseline, calibrated, fine-tuned (short)
     python -m experiments.evaluate finetune=none evaluation.takes=[pangram] evaluation.trackers=[OS2]
@@ -17,6 +17,9 @@ conf/table1.yaml's). Writes into the job folder, each file atomically, ``run.jso
 - ``metrics.json``: flat ``{"<take>/<tracker>/<variant>/<metric>/<mean|std>": value}`` of the
   summary (null where undefined), as table1's;
 - ``config.yaml``, ``run.json`` (frames per take, variant build times, timings, device).
+
+On a user's data (``data=folder``) ``evaluation.takes`` are the user's takes and the metrics that
+need the truth are NaN (null in metrics.json, "–" in report.md), as in :mod:`experiments.table1`.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ from experiments.jobs import check_finite, write_atomic
 from experiments.loggers import Logger
 from experiments.table1 import flat_metrics, logged_builder
 from experiments.stages import finish_job, load_world, run_stage
-from flamejax.evaluate import (baseline_variant, calibrated_variant, evaluate_world, finetuned_variant, summarise,
-                               to_csv, to_markdown)
+from flamejax.evaluate import (baseline_variant, calibrated_variant, evaluate_world, finetuned_variant, has_truth,
+                               summarise, to_csv, to_markdown, undefined_metrics)
 
 
 def run(cfg: EvaluateConfig, out_dir: Path, text: str, progress: Callable[[str], None], logger: Logger) -> dict:
@@ -49,13 +52,16 @@ def run(cfg: EvaluateConfig, out_dir: Path, text: str, progress: Callable[[str],
                              progress=lambda msg: progress("  " + msg),
                              variants=[logged_builder(b, logger) for b in builders])
     eval_s = time.perf_counter() - start
-    check_finite(records)   # nothing is written for NaN results
+    check_finite(records, undefined_metrics(world))   # nothing is written for NaN results (but the undefined)
     summary = summarise(records)
     metrics = flat_metrics(summary)
     frames = {t: sorted({r["frames"] for r in records if r["take"] == t}) for t in dict.fromkeys(r["take"] for r in records)}
     variants = ", ".join(dict.fromkeys(r["variant"] for r in records))
     cap = f"at most {ev.max_frames} evenly spaced frames per take" if ev.max_frames else "all frames"
-    header = (f"# Evaluation on the synthetic world {cfg.data.world.key()}\n\n"
+    where = (f"the synthetic world {cfg.data.world.key()}" if has_truth(world) else
+             f"the data folder {cfg.data.world.root} ({cfg.data.world.key()}; no truth: the truth-based "
+             f"metrics are n/a, lost frames are left out)")
+    header = (f"# Evaluation on {where}\n\n"
               f"Variants {variants}; performers {', '.join(dict.fromkeys(r['performer'] for r in records))}; "
               f"trackers {', '.join(dict.fromkeys(r['tracker'] for r in records))}; {cap} (evaluated: {frames}). "
               f"Cells: mean ± std over performers. Evaluation {eval_s:.0f} s.\n\n")

@@ -1,4 +1,4 @@
-"""The paper's Table 1 on the embedded synthetic world, from conf/table1.yaml.
+"""The paper's Table 1 on the embedded synthetic world (or a user's data), from conf/table1.yaml.
 
     python -m experiments.table1                                  # default world, a few minutes
     python -m experiments.table1 experiment=quick                 # tiny world, seconds after compiling
@@ -18,6 +18,14 @@ the job directory, each file atomically:
   table1.csv (null where undefined) plus ``seconds/world`` and ``seconds/evaluation``;
 - ``config.yaml``: the resolved config (``Table1Config.from_dict`` of it is this run's config);
 - ``run.json``: the world's key, frames evaluated per take, variant build times, timings, device.
+
+On a user's data (``data=folder data.root=... model=flame2020 model.path=...``, :mod:`flamejax.user_data`)
+the same files are written: ``evaluation.takes`` name the user's takes (checked when the data is
+read), Sparsity, Tweakers, ``fit_tracked_mm``, the timings and the Simon-Says take's recognition
+are computed, every metric that needs the truth is NaN in records.csv (null in metrics.json, "–"
+in table1.md; ``intended_tracked_mm`` is defined on the Simon-Says holds only), frames the tracker
+lost are left out of every metric, and the figures (which draw the synthetic truth) are skipped
+with a note. Any other NaN fails the job as on the synthetic world.
 
 Most of a first run is XLA compiling; ``compilation_cache`` (default ``.flamejax_cache/jax``) keeps
 the compiled programs, so a re-run or a sweep's next job starts from them.
@@ -40,12 +48,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from experiments.configs import ConfigError, Table1Config
+from experiments.configs import ConfigError, Table1Config, user_data
 from experiments.jobs import check_finite, finished, read_status, write_atomic, write_done, write_failed
 from experiments.loggers import Logger, NullLogger, make_logger
 from flamejax.evaluate import (INTENDED_TABLE1, TABLE1_METRICS, TRUTH_METRICS, baseline_variant, calibrated_variant,
-                               evaluate_world, finetuned_variant, summarise, to_csv, to_markdown)
+                               evaluate_world, finetuned_variant, has_truth, summarise, to_csv, to_markdown,
+                               undefined_metrics)
 from flamejax.synthetic.world import load_or_make_world
+from flamejax.user_data import read_user_data
 
 # what table1.md / table1.csv / metrics.json hold; timings stay in records.csv and run.json
 TABLE_METRICS = TABLE1_METRICS + INTENDED_TABLE1 + TRUTH_METRICS
@@ -83,11 +93,17 @@ def run(cfg: Table1Config, out_dir: Path, resolved_yaml: str, progress=print, lo
     {name: path}, "metrics": flat}."""
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    world = load_or_make_world(cfg.data.world, cfg.data.cache_dir)
+    if user_data(cfg):
+        world = read_user_data(cfg.data.world, cfg.model.build())
+        what = (f"data folder {cfg.data.world.root} ({world.generic.model.n_vertices} vertices, tracker "
+                f"{next(iter(world.tracked))}, {len(world.performers)} performers)")
+    else:
+        world = load_or_make_world(cfg.data.world, cfg.data.cache_dir)
+        what = (f"world {cfg.data.world.key()} ({cfg.data.world.size}, {world.generic.model.n_vertices} vertices, "
+                f"{len(world.performers)} performers)")
     cfg.check_world(world)
     world_s = time.perf_counter() - start
-    progress(f"world {cfg.data.world.key()} ({cfg.data.world.size}, {world.generic.model.n_vertices} vertices, "
-             f"{len(world.performers)} performers) in {world_s:.1f} s on {jax.devices()[0]}")
+    progress(f"{what} in {world_s:.1f} s on {jax.devices()[0]}")
 
     ev = cfg.evaluation
     builders = [baseline_variant, calibrated_variant] + ([finetuned_variant(cfg.finetune)] if cfg.finetune else [])
@@ -107,7 +123,10 @@ def run(cfg: Table1Config, out_dir: Path, resolved_yaml: str, progress=print, lo
     eval_s = time.perf_counter() - start
     seconds = {"world": world_s, "evaluation": eval_s}
     figures = {}
-    if cfg.figures.enabled:
+    if cfg.figures.enabled and not has_truth(world):
+        progress("figures: skipped on a user's data (the figures draw the synthetic world's truth); "
+                 "figures.enabled=false silences this")
+    elif cfg.figures.enabled:
         from experiments.figures import make_figures   # matplotlib and the renderer only when drawing
 
         start = time.perf_counter()
@@ -133,7 +152,7 @@ def write_results(cfg: Table1Config, world, records, out_dir: Path, resolved_yam
     """Records of one job -> its files (module doc; ``run.json`` last, marking the job done) and
     the logger's metrics, table and summary. Raises :class:`experiments.jobs.NonFiniteResult` (and
     writes nothing) when a number is NaN or infinite. seconds: {"world": s, "evaluation": s}."""
-    check_finite(records)
+    check_finite(records, undefined_metrics(world))   # NaN only where undefined (a user's data: the truth's)
     out_dir.mkdir(parents=True, exist_ok=True)
     ev = cfg.evaluation
     summary = summarise(records, TABLE_METRICS)
@@ -143,7 +162,10 @@ def write_results(cfg: Table1Config, world, records, out_dir: Path, resolved_yam
     cap = f"at most {ev.max_frames} evenly spaced frames per take" if ev.max_frames else "all frames"
     tables = to_markdown(summary)
     w = cfg.tracker.weights
-    header = (f"# Table 1 on the synthetic world {cfg.data.world.key()}\n\n"
+    where = (f"the synthetic world {cfg.data.world.key()}" if has_truth(world) else
+             f"the data folder {cfg.data.world.root} ({cfg.data.world.key()}; no truth: the truth-based "
+             f"metrics are n/a, lost frames are left out)")
+    header = (f"# Table 1 on {where}\n\n"
               f"{len(world.performers)} performers, trackers {', '.join(ev.trackers or world.tracked)}; {cap} "
               f"(evaluated: {frames}). Cells: mean ± std over performers. Calibration reg={cfg.calibration.reg}; "
               f"tracker weights l1={w.l1}, tweaker={w.tweaker}, smoothness={w.smoothness}. "

@@ -1,4 +1,4 @@
-"""The method's evaluation on the synthetic world: baseline vs calibrated (vs further variants).
+"""The method's evaluation on the synthetic world (or a user's data): baseline vs calibrated (vs further variants).
 
     records = evaluate_world(world, calibration=CalibrationConfig(), weights=InversionWeights())
     summary = summarise(records)                  # mean / std / min / max over performers
@@ -44,6 +44,17 @@ neck, which no control moves, would only dilute the numbers):
   the Simon-Says take: the calibration residual, over all frames and the face region);
 - ``intended_truth_mm``: the variant's rig at the intended controls vs the true geometry (how well
   the rig itself models the performer, independently of the inversion).
+
+On a user's data (:mod:`flamejax.user_data`: no target rig, intended controls NaN but on the
+Simon-Says holds, takes named by the user, lost frames marked in ``world.valid``;
+:func:`has_truth` is False) the same records are written: ``sparsity``, ``tweakers``,
+``fit_tracked_mm``, the timings and, on the Simon-Says take, ``recognition`` (its hold labels are
+the user's) are computed; ``intended_tracked_mm`` is computed over the Simon-Says holds only (the
+frames whose intended controls are known; NaN on other takes); every other metric, all of which
+need the truth (:data:`NEEDS_TRUTH`), is NaN (:func:`undefined_metrics` lists what may be NaN).
+The held-out takes are the user's (:func:`world_takes`). On every world a frame the tracker lost
+(:func:`flamejax.synthetic.world.take_valid`) is never evaluated: ``max_frames`` spreads over the
+valid frames, and a record's ``frames`` counts the evaluated ones.
 
 Timing fields: ``variant_seconds`` (building the variant, e.g. calibration, compile included on a
 first call), ``track_seconds`` and ``frames_per_second`` (the inversion of the take).
@@ -93,7 +104,7 @@ from flamejax.retarget import retarget
 from flamejax.semantic.controls import REGIONS, ControlSet
 from flamejax.semantic.rig import SemanticRig
 from flamejax.synthetic.performers import performer_vertices
-from flamejax.synthetic.world import TAKES, World, simon_says_masks, tracked_geometry
+from flamejax.synthetic.world import TAKES, World, simon_says_masks, take_valid, tracked_geometry
 from flamejax.track import InversionConfig, InversionWeights, inversion_problem, track_controls
 
 TRAINING_TAKE = "simon_says"
@@ -105,6 +116,9 @@ TRUTH_METRICS = ("control_mae", "control_rmse", "recognition", "fit_tracked_mm",
                  "retarget_mm", "intended_tracked_mm", "intended_truth_mm")
 TIMING = ("variant_seconds", "track_seconds", "frames_per_second")
 METRICS = TABLE1_METRICS + INTENDED_TABLE1 + TRUTH_METRICS + TIMING
+# what is NaN on a user's data (no truth): every metric but sparsity, tweakers, fit_tracked_mm,
+# recognition (Simon-Says take) and intended_tracked_mm (Simon-Says take's holds), and the timings
+NEEDS_TRUTH = INTENDED_TABLE1 + ("control_mae", "control_rmse", "fit_truth_mm", "retarget_mm", "intended_truth_mm")
 KEYS = ("world", "performer", "tracker", "take", "variant", "training", "frames")
 
 # Display names: the seed's table labels.
@@ -236,16 +250,31 @@ def _true_geometry(world: World, performer: str, controls) -> np.ndarray:
                                          controls, zeros, zeros))
 
 
+def has_truth(world: World) -> bool:
+    """Whether the world knows the truth (the synthetic world: its target rig and intended
+    controls); a user's data (:mod:`flamejax.user_data`) does not."""
+    return world.generic.target is not None
+
+
+def undefined_metrics(world: World) -> tuple[str, ...]:
+    """The record fields that may be NaN on ``world`` by definition: recognition (off the
+    Simon-Says take) and, on a user's data, :data:`NEEDS_TRUTH` and intended_tracked_mm (off the
+    Simon-Says holds). Anything else NaN is a failure (:func:`experiments.jobs.check_finite`)."""
+    return ("recognition",) + (() if has_truth(world) else NEEDS_TRUTH + ("intended_tracked_mm",))
+
+
 class TakeReference(NamedTuple):
     """What a (performer, take)'s scores compare with, shared by trackers and variants: frames
-    (F,) the evaluated frame indices; intended (F, K) the intended controls; truth (F, V, 3) the
+    (F,) the evaluated frame indices (of the take's valid frames); intended (F, K) the intended
+    controls (NaN where unknown: a user's data off the Simon-Says holds); truth (F, V, 3) the
     performer's true canonical-pose meshes (metres); truth_retarget (F, V, 3) the intended
-    controls retargeted onto the avatar; hold (F,) Simon-Says hold labels (-1 off a hold)."""
+    controls retargeted onto the avatar (both None without the truth, :func:`has_truth`); hold
+    (F,) Simon-Says hold labels (-1 off a hold)."""
 
     frames: np.ndarray
     intended: np.ndarray
-    truth: np.ndarray
-    truth_retarget: np.ndarray
+    truth: Optional[np.ndarray]
+    truth_retarget: Optional[np.ndarray]
     hold: np.ndarray
 
 
@@ -268,15 +297,22 @@ def scoring(world: World, avatar_shape=None) -> Scoring:
 
 def take_references(world: World, performer: str, takes: Sequence[str], max_frames: Optional[int],
                     score: Scoring) -> dict[str, TakeReference]:
-    """{take: TakeReference} of one performer (at most ``max_frames`` evenly spaced frames per take)."""
+    """{take: TakeReference} of one performer (at most ``max_frames`` evenly spaced frames per
+    take, of its valid frames: a frame the tracker lost, :func:`~flamejax.synthetic.world.take_valid`,
+    is never evaluated). Without the truth (a user's data) truth and truth_retarget are None."""
     out = {}
+    truth = has_truth(world)
     for take in takes:
         seq = world.sequences[performer][take]
-        frames = frame_subset(len(seq.controls), max_frames)
+        valid = np.flatnonzero(take_valid(world, performer, take))
+        if len(valid) == 0:
+            raise ValueError(f"performer {performer}'s take {take!r} has no valid frame (the tracker lost all)")
+        frames = valid[frame_subset(len(valid), max_frames)]
         intended = seq.controls[frames]
         out[take] = TakeReference(
-            frames, intended, _true_geometry(world, performer, intended),
-            np.asarray(retarget(world.generic.model, world.generic.rig, intended, shape=score.avatar)),
+            frames, intended, _true_geometry(world, performer, intended) if truth else None,
+            np.asarray(retarget(world.generic.model, world.generic.rig, intended, shape=score.avatar))
+            if truth else None,
             seq.hold[frames])
     return out
 
@@ -284,15 +320,18 @@ def take_references(world: World, performer: str, takes: Sequence[str], max_fram
 def score_controls(world: World, variant: Variant, beta, solved, take: str, ref: TakeReference, tracked,
                    score: Scoring) -> dict:
     """The metrics of the module docstring (no keys, no timings) of ``solved`` (F, K), the controls
-    the tracker found for ``tracked`` (F, V, 3) with ``variant``'s rig, on ``take``."""
+    the tracker found for ``tracked`` (F, V, 3) with ``variant``'s rig, on ``take``. Without the
+    truth (``ref.truth`` None: a user's data) the truth-based metrics are NaN (:func:`_score_without_truth`)."""
     model = world.generic.model
     solved = np.asarray(solved)
     fit = np.asarray(retarget(model, variant.rig, solved, shape=beta, exprdirs=variant.exprdirs))
+    recognition = (expression_recognition(solved, ref.hold, score.ss_targets).accuracy
+                   if take == TRAINING_TAKE and np.any(ref.hold >= 0) else math.nan)
+    if ref.truth is None:
+        return _score_without_truth(model, variant, beta, solved, ref, tracked, score, fit, float(recognition))
     rig_intended = np.asarray(retarget(model, variant.rig, ref.intended, shape=beta, exprdirs=variant.exprdirs))
     solved_retarget = np.asarray(retarget(model, world.generic.rig, solved, shape=score.avatar))
     err = control_error(solved, ref.intended)
-    recognition = (expression_recognition(solved, ref.hold, score.ss_targets).accuracy
-                   if take == TRAINING_TAKE and np.any(ref.hold >= 0) else math.nan)
     return {
         "sparsity": sparsity(solved), "tweakers": tweaker_mean(solved, score.tweakers),
         "intended_sparsity": sparsity(ref.intended), "intended_tweakers": tweaker_mean(ref.intended, score.tweakers),
@@ -304,19 +343,53 @@ def score_controls(world: World, variant: Variant, beta, solved, take: str, ref:
     }
 
 
+def _score_without_truth(model, variant: Variant, beta, solved, ref: TakeReference, tracked, score: Scoring,
+                         fit, recognition: float) -> dict:
+    """score_controls on a user's data: sparsity, tweakers, fit_tracked_mm and recognition as
+    usual; intended_tracked_mm over the frames whose intended controls are known (the Simon-Says
+    holds, NaN on other takes); every other truth-based metric NaN."""
+    known = np.flatnonzero(np.all(np.isfinite(ref.intended), axis=1))
+    intended_tracked = math.nan
+    if len(known):
+        rig_intended = np.asarray(retarget(model, variant.rig, ref.intended[known], shape=beta,
+                                           exprdirs=variant.exprdirs))
+        intended_tracked = _mm(rig_intended, np.asarray(tracked)[known], score.region)
+    nan = math.nan
+    return {
+        "sparsity": sparsity(solved), "tweakers": tweaker_mean(solved, score.tweakers),
+        "intended_sparsity": nan, "intended_tweakers": nan, "control_mae": nan, "control_rmse": nan,
+        "recognition": recognition, "fit_tracked_mm": _mm(fit, tracked, score.region), "fit_truth_mm": nan,
+        "retarget_mm": nan, "intended_tracked_mm": intended_tracked, "intended_truth_mm": nan,
+    }
+
+
+def world_takes(world: World, performers: Optional[Sequence[str]] = None) -> list[str]:
+    """The held-out takes an evaluation may choose: the synthetic world's :data:`TAKES` but the
+    Simon-Says take; on a user's data, the takes every selected performer (default all) has."""
+    if has_truth(world):
+        return [t for t in TAKES if t != TRAINING_TAKE]
+    names = list(world.performers) if performers is None else [p for p in performers if p in world.sequences]
+    common = [t for t in world.sequences[names[0]] if t != TRAINING_TAKE] if names else []
+    return [t for t in common if all(t in world.sequences[p] for p in names)]
+
+
 def check_selection(world: World, takes: Sequence[str], training_take: bool, trackers, performers):
-    """Validate an evaluation's selection -> (evaluated takes, trackers, performers) as lists."""
-    unknown = [t for t in takes if t not in TAKES or t == TRAINING_TAKE]
-    if unknown:
-        raise ValueError(f"unknown held-out takes {unknown}; the world's takes are {TAKES} "
-                         f"({TRAINING_TAKE!r} is the calibration data: use training_take)")
-    eval_takes = ((TRAINING_TAKE,) if training_take else ()) + tuple(takes)
+    """Validate an evaluation's selection -> (evaluated takes, trackers, performers) as lists.
+    Held-out takes are checked against :func:`world_takes` (a user's data: the takes its
+    performers have)."""
     trackers = list(world.tracked) if trackers is None else list(trackers)
     performers = list(world.performers) if performers is None else list(performers)
     for name, chosen, known in (("tracker", trackers, world.tracked), ("performer", performers, world.performers)):
         missing = [x for x in chosen if x not in known]
         if missing:
             raise ValueError(f"unknown {name}s {missing}; the world has {list(known)}")
+    known_takes = world_takes(world, performers)
+    unknown = [t for t in takes if t not in known_takes]
+    if unknown:
+        whose = "the world's takes are" if has_truth(world) else "the takes every selected performer has are"
+        raise ValueError(f"unknown held-out takes {unknown}; {whose} {known_takes} "
+                         f"({TRAINING_TAKE!r} is the calibration data: use training_take)")
+    eval_takes = ((TRAINING_TAKE,) if training_take else ()) + tuple(takes)
     return list(eval_takes), trackers, performers
 
 
@@ -457,7 +530,8 @@ def evaluate_world(world: World, *, calibration: CalibrationConfig = Calibration
                    extra_variants: Sequence[VariantBuilder] = ()) -> list[dict]:
     """Evaluate every variant on every (performer, tracker, take) -> flat records (module doc).
 
-    takes: the held-out takes (default ROM 1, ROM 2, Pangram); training_take: also evaluate the
+    takes: the held-out takes (default ROM 1, ROM 2, Pangram; a user's data: its own take names,
+    :func:`world_takes`); training_take: also evaluate the
     Simon-Says take (``training=True`` in its records); trackers, performers: subsets (default
     all); max_frames: at most this many frames per evaluated take, evenly spaced (quick runs;
     calibration uses the Simon-Says take's hold frames whatever it is); calibration_frames: "mean" or "all"
@@ -524,7 +598,8 @@ def evaluate_world(world: World, *, calibration: CalibrationConfig = Calibration
                     records.append(r)
                     say(f"{performer} {tracker} {variant.name} {take}: {n} frames in {track_seconds:.1f} s; "
                         f"sparsity {r['sparsity']:.3f}, tweakers {r['tweakers']:.4f}, "
-                        f"control MAE {r['control_mae']:.4f}, fit {r['fit_tracked_mm']:.3f} mm")
+                        + ("" if math.isnan(r["control_mae"]) else f"control MAE {r['control_mae']:.4f}, ")
+                        + f"fit {r['fit_tracked_mm']:.3f} mm")
     return records
 
 
