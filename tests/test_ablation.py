@@ -337,9 +337,7 @@ def test_collector_without_jobs(tmp_path):
     assert ablation_table.main([str(tmp_path)]) == 2
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("FLAMEJAX_ABLATION_ALL"),
-                    reason="every variant once in its quick form: ~6 min on 2 cores; FLAMEJAX_ABLATION_ALL=1 runs it")
+@pytest.mark.slow   # every variant once in its quick form: ~6 min on 2 cores (the fine-tuning ones most of it)
 def test_every_variant_runs_in_its_quick_form(tiny_world, tmp_path, tmp_path_factory):
     cache = tiny_world_cache(tiny_world, tmp_path_factory)
     args = ["experiment=quick", f"data.cache_dir={cache}", f"compilation_cache={tmp_path / 'jax'}", "seeds=[1]",
