@@ -51,7 +51,8 @@ from experiments.calibration_report import CalibrationRun, write_report
 from experiments.configs import CalibrateConfig, ConfigError
 from experiments.jobs import check_finite, write_atomic
 from experiments.loggers import Logger
-from experiments.stages import finish_job, load_world, performer_context, rig_arrays, run_stage, save_atomic, save_npz
+from experiments.table1 import load_world
+from experiments.stages import finish_job, performer_context, rig_arrays, run_stage, save_atomic, save_npz
 from flamejax.calibrate import calibrate_simon_says, calibrated_model
 from flamejax.evaluate import to_csv
 from flamejax.io import save_flame

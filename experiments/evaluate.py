@@ -36,7 +36,8 @@ from experiments.configs import EvaluateConfig
 from experiments.jobs import check_finite, write_atomic
 from experiments.loggers import Logger
 from experiments.table1 import flat_metrics, logged_builder
-from experiments.stages import finish_job, load_world, run_stage
+from experiments.table1 import load_world
+from experiments.stages import finish_job, run_stage
 from flamejax.evaluate import (baseline_variant, calibrated_variant, evaluate_world, finetuned_variant, has_truth,
                                summarise, to_csv, to_markdown, undefined_metrics)
 

@@ -37,7 +37,8 @@ from omegaconf import DictConfig
 from experiments.configs import FinetuneRigConfig
 from experiments.jobs import check_finite, write_atomic
 from experiments.loggers import Logger
-from experiments.stages import (build_rigs, finish_job, load_world, performer_context, rig_arrays, run_stage,
+from experiments.table1 import load_world
+from experiments.stages import (build_rigs, finish_job, performer_context, rig_arrays, run_stage,
                                 save_atomic, save_npz)
 from flamejax.calibrate import CalibratedRig, calibrated_model
 from flamejax.evaluate import to_csv

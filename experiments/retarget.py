@@ -39,7 +39,8 @@ from experiments.figures import random_avatars
 from experiments.jobs import write_atomic
 from experiments.loggers import Logger
 from experiments.track import track_performers, write_controls
-from experiments.stages import finish_job, load_world, run_stage, save_npz
+from experiments.table1 import load_world
+from experiments.stages import finish_job, run_stage, save_npz
 from flamejax.evaluate import to_csv
 from flamejax.io.meshes import write_mesh_sequence
 from flamejax.retarget import retarget

@@ -26,8 +26,7 @@ from experiments.table1 import logged_builder, resolved_text, use_compilation_ca
 from flamejax.evaluate import (TRAINING_TAKE, Variant, VariantContext, baseline_variant, calibrated_variant,
                                calibration_samples, finetuned_variant)
 from flamejax.semantic.rig import SemanticRig
-from flamejax.synthetic.world import World, load_or_make_world, tracked_geometry
-from flamejax.user_data import read_user_data
+from flamejax.synthetic.world import World, tracked_geometry
 
 # a stage's run: (typed config, job folder, config.yaml text, progress, logger) -> {name: path written}
 StageRun = Callable[[StageConfig, Path, str, Callable[[str], None], Logger], dict]
@@ -54,26 +53,6 @@ def rig_arrays(rig: SemanticRig) -> dict:
     return dict(basis=np.asarray(rig.basis), offset=np.asarray(rig.offset), controls=np.asarray(rig.controls, str),
                 n_expr=np.asarray(rig.n_expr), jaw_convention=np.asarray(rig.jaw_convention),
                 has_neck=np.asarray(rig.has_neck))
-
-
-def load_world(cfg: StageConfig, progress: Callable[[str], None]) -> tuple[World, float]:
-    """The data of ``cfg.data`` -> (world, seconds): the synthetic world (read from / cached in
-    ``data.cache_dir``), or a user's folder read for the model group's FLAME model
-    (:func:`flamejax.user_data.read_user_data`); checked against the config (a performer, tracker
-    or take it lacks is a ConfigError)."""
-    start = time.perf_counter()
-    if user_data(cfg):
-        world = read_user_data(cfg.data.world, cfg.model.build())
-        what = (f"data folder {cfg.data.world.root} ({world.generic.model.n_vertices} vertices, tracker "
-                f"{next(iter(world.tracked))}, {len(world.performers)} performers)")
-    else:
-        world = load_or_make_world(cfg.data.world, cfg.data.cache_dir)
-        what = (f"world {cfg.data.world.key()} ({cfg.data.world.size}, {world.generic.model.n_vertices} vertices, "
-                f"{len(world.performers)} performers)")
-    cfg.check_world(world)
-    seconds = time.perf_counter() - start
-    progress(f"{what} in {seconds:.1f} s on {jax.devices()[0]}")
-    return world, seconds
 
 
 def performer_context(world: World, performer: str, cfg: StageConfig) -> VariantContext:

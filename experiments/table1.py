@@ -38,7 +38,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import hydra
 import jax
@@ -72,6 +72,26 @@ def flat_metrics(summary) -> dict:
     return out
 
 
+def load_world(cfg, progress: Callable[[str], None]):
+    """The data of a Table 1 or stage config's ``data`` -> (world, seconds): the synthetic world
+    (read from / cached in ``data.cache_dir``), or a user's folder read for the model group's FLAME model
+    (:func:`flamejax.user_data.read_user_data`); checked against the config (a performer, tracker
+    or take it lacks is a ConfigError)."""
+    start = time.perf_counter()
+    if user_data(cfg):
+        world = read_user_data(cfg.data.world, cfg.model.build())
+        what = (f"data folder {cfg.data.world.root} ({world.generic.model.n_vertices} vertices, tracker "
+                f"{next(iter(world.tracked))}, {len(world.performers)} performers)")
+    else:
+        world = load_or_make_world(cfg.data.world, cfg.data.cache_dir)
+        what = (f"world {cfg.data.world.key()} ({cfg.data.world.size}, {world.generic.model.n_vertices} vertices, "
+                f"{len(world.performers)} performers)")
+    cfg.check_world(world)
+    seconds = time.perf_counter() - start
+    progress(f"{what} in {seconds:.1f} s on {jax.devices()[0]}")
+    return world, seconds
+
+
 def logged_builder(builder, logger: Logger):
     """A variant builder that also logs its solver's per-iteration values (calibration objective,
     fine-tuning stage values) to ``logger``."""
@@ -92,18 +112,7 @@ def run(cfg: Table1Config, out_dir: Path, resolved_yaml: str, progress=print, lo
     progress bar (the lines then go through tqdm.write). Returns {"markdown": tables, "paths":
     {name: path}, "metrics": flat}."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    if user_data(cfg):
-        world = read_user_data(cfg.data.world, cfg.model.build())
-        what = (f"data folder {cfg.data.world.root} ({world.generic.model.n_vertices} vertices, tracker "
-                f"{next(iter(world.tracked))}, {len(world.performers)} performers)")
-    else:
-        world = load_or_make_world(cfg.data.world, cfg.data.cache_dir)
-        what = (f"world {cfg.data.world.key()} ({cfg.data.world.size}, {world.generic.model.n_vertices} vertices, "
-                f"{len(world.performers)} performers)")
-    cfg.check_world(world)
-    world_s = time.perf_counter() - start
-    progress(f"{what} in {world_s:.1f} s on {jax.devices()[0]}")
+    world, world_s = load_world(cfg, progress)
 
     ev = cfg.evaluation
     builders = [baseline_variant, calibrated_variant] + ([finetuned_variant(cfg.finetune)] if cfg.finetune else [])

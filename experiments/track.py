@@ -47,7 +47,8 @@ from experiments.configs import TrackConfig
 from experiments.figures import take_window
 from experiments.jobs import check_finite, write_atomic
 from experiments.loggers import Logger
-from experiments.stages import build_rigs, finish_job, load_world, performer_context, run_stage, take_geometry
+from experiments.table1 import load_world
+from experiments.stages import build_rigs, finish_job, performer_context, run_stage, take_geometry
 from flamejax.evaluate import Variant, VariantContext, to_csv
 from flamejax.io.animation import write_controls_csv, write_controls_npz, write_live_link_csv
 from flamejax.metrics import sparsity, tweaker_mean
